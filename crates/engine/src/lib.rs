@@ -1,0 +1,91 @@
+//! Sandbox engines behind one trait, and the host side of the lohar protocol.
+//!
+//! The engine knows nothing of HTTP, users' API keys or SQLite: it is given a validated
+//! [`SandboxSpec`] and returns where the sandbox's lohar can be reached.
+
+pub mod agent;
+pub mod error;
+pub mod spec;
+
+pub use error::EngineError;
+pub use spec::{AgentEndpoint, Capabilities, Created, RunState, SandboxSpec, SpecFile};
+
+use async_trait::async_trait;
+
+/// A way of running sandboxes (namespace launcher, gVisor, QEMU microVM …).
+///
+/// Everything above the engine — exec, sessions, files, ports, proxy — goes through lohar via
+/// [`Engine::agent`], so all engines behave the same for users.
+#[async_trait]
+pub trait Engine: Send + Sync + 'static {
+    /// Short name used in config and `inspect` (`namespace`, `gvisor`, `vm`).
+    fn name(&self) -> &'static str;
+
+    /// What this engine can do beyond create/destroy; the server asks instead of assuming.
+    fn capabilities(&self) -> Capabilities;
+
+    /// Creates and boots a sandbox; returns only once its lohar answers.
+    async fn create(&self, spec: &SandboxSpec) -> Result<Created, EngineError>;
+
+    /// Destroys a sandbox and every resource it held. Destroying an unknown id is not an error.
+    async fn destroy(&self, engine_id: &str) -> Result<(), EngineError>;
+
+    /// The sandbox's current run state as the engine sees it.
+    async fn state(&self, engine_id: &str) -> Result<RunState, EngineError>;
+
+    /// Freezes every process of the sandbox (warm). Requires `capabilities().pause`.
+    async fn pause(&self, engine_id: &str) -> Result<(), EngineError>;
+
+    /// Thaws a paused sandbox.
+    async fn resume(&self, engine_id: &str) -> Result<(), EngineError>;
+
+    /// Where and how to reach the sandbox's lohar.
+    async fn agent(&self, engine_id: &str) -> Result<AgentEndpoint, EngineError>;
+}
+
+/// An engine that cannot run sandboxes on this host, with the reason. The daemon still serves
+/// users, keys, secrets and records; sandbox operations fail with a clear error.
+#[derive(Debug, Clone)]
+pub struct Unavailable {
+    /// The configured engine name.
+    pub engine: String,
+    /// Why it cannot run here.
+    pub reason: String,
+}
+
+impl Unavailable {
+    fn err(&self) -> EngineError {
+        EngineError::Unavailable {
+            engine: self.engine.clone(),
+            reason: self.reason.clone(),
+        }
+    }
+}
+
+#[async_trait]
+impl Engine for Unavailable {
+    fn name(&self) -> &'static str {
+        "unavailable"
+    }
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::default()
+    }
+    async fn create(&self, _spec: &SandboxSpec) -> Result<Created, EngineError> {
+        Err(self.err())
+    }
+    async fn destroy(&self, _engine_id: &str) -> Result<(), EngineError> {
+        Ok(())
+    }
+    async fn state(&self, _engine_id: &str) -> Result<RunState, EngineError> {
+        Ok(RunState::Missing)
+    }
+    async fn pause(&self, _engine_id: &str) -> Result<(), EngineError> {
+        Err(self.err())
+    }
+    async fn resume(&self, _engine_id: &str) -> Result<(), EngineError> {
+        Err(self.err())
+    }
+    async fn agent(&self, _engine_id: &str) -> Result<AgentEndpoint, EngineError> {
+        Err(self.err())
+    }
+}
