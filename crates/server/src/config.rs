@@ -1,0 +1,212 @@
+//! Daemon configuration (`/etc/bhatti/config.yaml`, or the file named by `BHATTI_CONFIG`).
+//!
+//! Every path, address, limit and timing lives here so tests can run many daemons side by side.
+//! Unknown keys are rejected so a typo does not silently fall back to a default.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::rate_limit::{BucketConfig, RateLimitConfig};
+
+/// Default config file path.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/bhatti/config.yaml";
+/// Environment variable naming an explicit config file.
+pub const CONFIG_ENV: &str = "BHATTI_CONFIG";
+
+/// Errors loading the config.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("read config {path}: {source}")]
+    Read {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid config YAML (including unknown keys).
+    #[error("parse config {path}: {source}")]
+    Parse {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: serde_yaml::Error,
+    },
+}
+
+/// Limits given to the `admin` user created on first start.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Maximum live sandboxes.
+    pub max_sandboxes: u32,
+    /// Maximum CPUs per sandbox.
+    pub max_cpus: u32,
+    /// Maximum memory per sandbox (MiB).
+    pub max_memory_mb: u64,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            max_sandboxes: 50,
+            max_cpus: 4,
+            max_memory_mb: 4096,
+        }
+    }
+}
+
+/// The daemon's settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// API listen address. Default `127.0.0.1:8080`: loopback only, so a fresh install is not
+    /// exposed to the network until the operator chooses to (`0.0.0.0:8080`).
+    pub listen: String,
+    /// All state (`state.db`, `age.key`, images, sandboxes). Created 0700.
+    pub data_dir: PathBuf,
+    /// Engine name: `namespace` (default), `gvisor`, `vm`.
+    pub engine: String,
+    /// Engine-specific settings (subnets, paths …), interpreted by the engine.
+    pub engine_options: BTreeMap<String, serde_yaml::Value>,
+    /// Public proxy listen address (not used yet).
+    pub public_proxy_listen: Option<String>,
+    /// Sent as `X-Bhatti-Min-CLI` when set.
+    pub min_cli_version: Option<String>,
+    /// Log level (`debug`, `info`, `warn`, `error`) or a tracing filter.
+    pub log_level: String,
+    /// Per-user API rate limits.
+    pub rate_limits: RateLimitConfig,
+    /// Limits of the first-start `admin` user.
+    pub admin: AdminConfig,
+    /// Whether first start writes the admin key into the invoking user's `~/.bhatti/config.yaml`.
+    pub write_cli_config: bool,
+    /// Where first start writes the CLI config instead of the invoking user's home (tests).
+    pub first_start_cli_config: Option<PathBuf>,
+    /// Maximum JSON request body in bytes (default 1 MiB).
+    pub max_body_bytes: usize,
+    /// Seconds in-flight requests get to finish on shutdown.
+    pub shutdown_grace_secs: u64,
+    /// CLI-side key, accepted (the file may be shared with the CLI) and ignored by the daemon.
+    pub api_url: Option<String>,
+    /// CLI-side key, accepted and ignored by the daemon.
+    pub auth_token: Option<String>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            data_dir: PathBuf::from("/var/lib/bhatti"),
+            engine: "namespace".into(),
+            engine_options: BTreeMap::new(),
+            public_proxy_listen: None,
+            min_cli_version: None,
+            log_level: "info".into(),
+            rate_limits: RateLimitConfig::default(),
+            admin: AdminConfig::default(),
+            write_cli_config: true,
+            first_start_cli_config: None,
+            max_body_bytes: 1024 * 1024,
+            shutdown_grace_secs: 30,
+            api_url: None,
+            auth_token: None,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// `BHATTI_CONFIG` if set, else `/etc/bhatti/config.yaml` if present, else defaults.
+    pub fn load() -> Result<Self, ConfigError> {
+        if let Some(p) = std::env::var_os(CONFIG_ENV).filter(|p| !p.is_empty()) {
+            return Self::from_file(Path::new(&p));
+        }
+        let default = Path::new(DEFAULT_CONFIG_PATH);
+        if default.exists() {
+            return Self::from_file(default);
+        }
+        Ok(Self::default())
+    }
+
+    /// Reads one YAML file; missing keys take their defaults, unknown keys are an error.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_yaml(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+
+    /// Parses YAML text (an empty document means all defaults).
+    pub fn from_yaml(text: &str) -> Result<Self, serde_yaml::Error> {
+        if text.trim().is_empty() {
+            return Ok(Self::default());
+        }
+        serde_yaml::from_str(text)
+    }
+
+    /// Path of the SQLite database.
+    pub fn db_path(&self) -> PathBuf {
+        self.data_dir.join("state.db")
+    }
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            create: BucketConfig {
+                burst: 10,
+                per_minute: 30,
+            },
+            exec: BucketConfig {
+                burst: 30,
+                per_minute: 600,
+            },
+            other: BucketConfig {
+                burst: 60,
+                per_minute: 1200,
+            },
+            max_users: 10_000,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_partial() {
+        let c = ServerConfig::from_yaml("").unwrap();
+        assert_eq!(c, ServerConfig::default());
+        let c = ServerConfig::from_yaml(
+            "listen: 127.0.0.1:0\ndata_dir: /tmp/x\nrate_limits:\n  create: {burst: 2, per_minute: 5}\n",
+        )
+        .unwrap();
+        assert_eq!(c.listen, "127.0.0.1:0");
+        assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(c.rate_limits.create.burst, 2);
+        assert_eq!(c.rate_limits.exec.burst, 30);
+        assert_eq!(c.admin.max_sandboxes, 50);
+    }
+
+    #[test]
+    fn unknown_key_rejected() {
+        let e = ServerConfig::from_yaml("lisen: x\n").unwrap_err();
+        assert!(e.to_string().contains("lisen"), "{e}");
+    }
+
+    #[test]
+    fn cli_keys_accepted() {
+        let c = ServerConfig::from_yaml("api_url: http://x\nauth_token: t\n").unwrap();
+        assert_eq!(c.api_url.as_deref(), Some("http://x"));
+    }
+}
