@@ -4,11 +4,23 @@
 //! [`init_logging`], and the DB-direct user functions in [`admin`].
 
 pub mod admin;
+pub mod auth;
 pub mod config;
+pub mod error;
+pub mod extract;
+pub mod first_start;
+pub mod http;
 pub mod ids;
+pub mod logging;
 pub mod rate_limit;
+pub mod routes;
 pub mod secrets;
+pub mod server;
+pub mod service;
+pub mod state;
 pub mod store;
 pub mod validate;
 
-pub use config::ServerConfig;
+pub use config::{ConfigError, ServerConfig};
+pub use logging::init_logging;
+pub use server::{serve, shutdown_signal, Server, ServerError};

@@ -1,0 +1,6 @@
+//! HTTP handlers: extract → call one service function → respond.
+
+pub mod health;
+pub mod openapi;
+pub mod sandboxes;
+pub mod secrets;

@@ -1,0 +1,84 @@
+//! Every route and layer, in one place.
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderName, HeaderValue};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get};
+use axum::Router;
+use bhatti_api::{X_BHATTI_MIN_CLI, X_BHATTI_VERSION};
+
+use crate::auth;
+use crate::error::ApiError;
+use crate::http::{health, openapi, sandboxes, secrets};
+use crate::state::AppState;
+
+/// `(method, path)` of every route, as OpenAPI spells them (tests check the document covers them).
+pub const ROUTES: &[(&str, &str)] = &[
+    ("get", "/health"),
+    ("get", "/openapi.json"),
+    ("get", "/sandboxes"),
+    ("post", "/sandboxes"),
+    ("get", "/sandboxes/{id}"),
+    ("delete", "/sandboxes/{id}"),
+    ("get", "/secrets"),
+    ("post", "/secrets"),
+    ("delete", "/secrets/{name}"),
+];
+
+/// The whole HTTP application.
+pub fn app(state: AppState) -> Router {
+    let max_body = state.config.max_body_bytes;
+    Router::new()
+        .route("/health", get(health::health))
+        .route("/openapi.json", get(openapi::openapi_json))
+        .route(
+            "/sandboxes",
+            get(sandboxes::list_sandboxes).post(sandboxes::create_sandbox),
+        )
+        .route(
+            "/sandboxes/{id}",
+            get(sandboxes::get_sandbox).delete(sandboxes::destroy_sandbox),
+        )
+        .route(
+            "/secrets",
+            get(secrets::list_secrets).post(secrets::set_secret),
+        )
+        .route("/secrets/{name}", delete(secrets::delete_secret))
+        .fallback(|| async { ApiError::RouteNotFound })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(DefaultBodyLimit::max(max_body))
+        // Auth runs before routing, so unknown paths need a key too (no route probing).
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ))
+        // Outermost: every response, errors included, carries the version headers.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            version_headers,
+        ))
+        .with_state(state)
+}
+
+async fn version_headers(
+    State(st): State<AppState>,
+    req: axum::extract::Request,
+    next: Next,
+) -> Response {
+    let mut resp = next.run(req).await.into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        HeaderName::from_static(X_BHATTI_VERSION),
+        HeaderValue::from_static(bhatti_api::VERSION),
+    );
+    if let Some(v) = st
+        .config
+        .min_cli_version
+        .as_deref()
+        .and_then(|v| HeaderValue::from_str(v).ok())
+    {
+        h.insert(HeaderName::from_static(X_BHATTI_MIN_CLI), v);
+    }
+    resp
+}

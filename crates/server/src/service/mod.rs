@@ -1,0 +1,39 @@
+//! Domain logic behind the HTTP handlers; no axum types here.
+
+pub mod sandboxes;
+pub mod secrets;
+
+use bhatti_engine::EngineError;
+use thiserror::Error;
+
+use crate::secrets::SecretsError;
+use crate::store::StoreError;
+
+/// Errors of service operations; `crate::error` maps them to HTTP once.
+#[derive(Debug, Error)]
+pub enum ServiceError {
+    /// Invalid input (400).
+    #[error("{0}")]
+    Invalid(String),
+    /// No such thing for this caller (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// Conflicts with current state (409).
+    #[error("{0}")]
+    Conflict(String),
+    /// A per-user limit is reached (429).
+    #[error("{0}")]
+    LimitReached(String),
+    /// The engine failed.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Secret encryption failed.
+    #[error(transparent)]
+    Secrets(#[from] SecretsError),
+    /// A background task failed.
+    #[error("task failed: {0}")]
+    Task(String),
+}
