@@ -1,0 +1,269 @@
+//! The command line, one clap struct per command. Parsing only: no I/O here.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// bhatti: sandboxes for AI agents and untrusted code.
+///
+/// `bhatti serve` runs the daemon; every other command talks to it over its HTTP API.
+/// Sandbox commands accept a sandbox name or ID.
+#[derive(Debug, Parser)]
+#[command(
+    name = "bhatti",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags accepted by every command.
+#[derive(Debug, Clone, Default, Args)]
+pub struct GlobalArgs {
+    /// API endpoint (default: config file, then $BHATTI_URL, then http://localhost:8080)
+    #[arg(long, global = true, value_name = "URL")]
+    pub url: Option<String>,
+
+    /// API key (default: config file, then $BHATTI_TOKEN)
+    #[arg(long, global = true, value_name = "KEY")]
+    pub token: Option<String>,
+
+    /// Machine-readable output (pretty-printed JSON)
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// Directory holding state.db, for commands that open the database directly (user …)
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a sandbox
+    Create(CreateArgs),
+    /// List your sandboxes
+    #[command(visible_alias = "ls")]
+    List(ListArgs),
+    /// Show a sandbox's details
+    #[command(visible_alias = "info")]
+    Inspect(SandboxArg),
+    /// Destroy a sandbox
+    #[command(visible_alias = "rm")]
+    Destroy(DestroyArgs),
+    /// Manage your encrypted secrets
+    #[command(subcommand)]
+    Secret(SecretCommand),
+    /// Save the API endpoint and key to ~/.bhatti/config.yaml and test them
+    Setup,
+    /// Manage users and API keys (opens the database directly; no daemon needed)
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Run the daemon
+    Serve,
+    /// Show the CLI and server versions
+    Version,
+    /// Print a shell completion script
+    Completion(CompletionArgs),
+}
+
+/// `create` flags.
+#[derive(Debug, Clone, Args)]
+pub struct CreateArgs {
+    /// Sandbox name (default: sandbox-<6 hex>); must match [a-zA-Z0-9][a-zA-Z0-9._-]{0,62}
+    #[arg(long)]
+    pub name: Option<String>,
+
+    /// Image (default: the server's default, `minimal`)
+    #[arg(long)]
+    pub image: Option<String>,
+
+    /// Number of CPUs (fractions allowed)
+    #[arg(long, default_value_t = 1.0)]
+    pub cpus: f64,
+
+    /// Memory in MB (0 = server default, 1024)
+    #[arg(long, default_value_t = 0)]
+    pub memory: u64,
+
+    /// Disk size in MB (0 = image size)
+    #[arg(long, default_value_t = 0)]
+    pub disk_size: u64,
+
+    /// Environment variables, KEY=VALUE,KEY=VALUE (repeatable)
+    #[arg(long, value_name = "K=V,…")]
+    pub env: Vec<String>,
+
+    /// Script run once at boot as the attachable session "init"
+    #[arg(long)]
+    pub init: Option<String>,
+
+    /// Never pause this sandbox when idle
+    #[arg(long)]
+    pub keep_hot: bool,
+
+    /// Label k=v (repeatable)
+    #[arg(long, value_name = "K=V")]
+    pub label: Vec<String>,
+
+    /// Inject a secret as an environment variable (repeatable)
+    #[arg(long, value_name = "NAME")]
+    pub secret: Vec<String>,
+
+    /// Copy a local file into the sandbox at boot, local_path:guest_path (repeatable)
+    #[arg(long, value_name = "LOCAL:GUEST")]
+    pub file: Vec<String>,
+}
+
+/// `list` flags.
+#[derive(Debug, Clone, Args)]
+pub struct ListArgs {
+    /// Output format
+    #[arg(short, long, value_enum)]
+    pub output: Option<ListFormat>,
+
+    /// Only sandboxes with this label k=v (repeatable; all must match)
+    #[arg(long, value_name = "K=V")]
+    pub label: Vec<String>,
+}
+
+/// `list -o` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ListFormat {
+    /// More columns: CPUs, memory, disk, image, labels
+    Wide,
+}
+
+/// A single sandbox name or ID.
+#[derive(Debug, Clone, Args)]
+pub struct SandboxArg {
+    /// Sandbox name or ID
+    pub sandbox: String,
+}
+
+/// `destroy` arguments.
+#[derive(Debug, Clone, Args)]
+pub struct DestroyArgs {
+    /// Sandbox name or ID
+    pub sandbox: String,
+    /// Do not ask for confirmation
+    #[arg(short, long)]
+    pub yes: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretCommand {
+    /// Create or replace a secret
+    Set {
+        /// Name (letters, digits, _; not starting with a digit)
+        name: String,
+        /// Value; `-` reads it from stdin. Omitted: prompted for (masked) on a terminal, else
+        /// read from stdin.
+        value: Option<String>,
+    },
+    /// List your secrets' names
+    #[command(visible_alias = "ls")]
+    List,
+    /// Delete a secret
+    #[command(visible_alias = "rm")]
+    Delete {
+        /// Name
+        name: String,
+        /// Do not ask for confirmation
+        #[arg(short, long)]
+        yes: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a user and print its API key (shown once)
+    Create(UserCreateArgs),
+    /// List users
+    #[command(visible_alias = "ls")]
+    List,
+    /// Replace a user's API key; the old key stops working at once
+    RotateKey {
+        /// User name
+        name: String,
+    },
+    /// Delete a user (refused while it has sandboxes or secrets)
+    #[command(visible_alias = "rm")]
+    Delete {
+        /// User name
+        name: String,
+        /// Do not ask for confirmation
+        #[arg(short, long)]
+        yes: bool,
+    },
+}
+
+/// `user create` flags.
+#[derive(Debug, Clone, Args)]
+pub struct UserCreateArgs {
+    /// User name (unique)
+    #[arg(long)]
+    pub name: String,
+    /// Maximum live sandboxes
+    #[arg(long, default_value_t = 5)]
+    pub max_sandboxes: u32,
+    /// Maximum CPUs per sandbox
+    #[arg(long, default_value_t = 4)]
+    pub max_cpus: u32,
+    /// Maximum memory per sandbox, MB
+    #[arg(long, default_value_t = 4096)]
+    pub max_memory: u64,
+}
+
+/// `completion` arguments.
+#[derive(Debug, Clone, Args)]
+pub struct CompletionArgs {
+    /// Shell
+    #[arg(value_enum)]
+    pub shell: CompletionShell,
+}
+
+/// Shells we print completion scripts for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
+    Powershell,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn global_flags_go_anywhere() {
+        let cli = Cli::try_parse_from(["bhatti", "list", "--json", "--url", "http://x"]).unwrap();
+        assert!(cli.global.json);
+        assert_eq!(cli.global.url.as_deref(), Some("http://x"));
+        let cli = Cli::try_parse_from(["bhatti", "--token", "t", "secret", "list"]).unwrap();
+        assert_eq!(cli.global.token.as_deref(), Some("t"));
+    }
+
+    #[test]
+    fn aliases() {
+        for (alias, ok) in [("ls", true), ("rm", true), ("info", true), ("nope", false)] {
+            let args: Vec<&str> = match alias {
+                "ls" => vec!["bhatti", "ls"],
+                _ => vec!["bhatti", alias, "x"],
+            };
+            assert_eq!(Cli::try_parse_from(args).is_ok(), ok, "{alias}");
+        }
+    }
+}

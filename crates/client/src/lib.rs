@@ -1,0 +1,24 @@
+//! Typed Rust client of the bhatti HTTP API.
+//!
+//! The `bhatti` CLI is built on it, and it is the Rust SDK:
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), bhatti_client::ClientError> {
+//! let client = bhatti_client::Client::new("http://localhost:8080", Some("bht_…".into()))?;
+//! for sb in client.list_sandboxes(&[]).await? {
+//!     println!("{} {}", sb.name, sb.status);
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! Every sandbox method takes a sandbox ID **or name**: the server resolves either in
+//! `/sandboxes/:id`, so one request suffices.
+
+mod client;
+mod error;
+mod sandboxes;
+mod secrets;
+
+pub use bhatti_api as api;
+pub use client::Client;
+pub use error::ClientError;
