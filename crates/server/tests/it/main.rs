@@ -1,0 +1,10 @@
+//! Integration tests: one binary; each test runs its own daemon on port 0 in a temp data dir,
+//! against an in-memory test engine.
+
+mod auth;
+mod helpers;
+mod openapi;
+mod restart;
+mod sandboxes;
+mod secrets;
+mod test_engine;

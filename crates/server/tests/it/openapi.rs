@@ -1,0 +1,47 @@
+//! The OpenAPI document covers every route.
+
+use reqwest::{Method, StatusCode};
+
+use crate::helpers::spawn_app;
+
+#[tokio::test]
+async fn openapi_lists_every_route_and_error_shape() {
+    let app = spawn_app().await;
+    let key = app.user("alice");
+    let (s, doc) = app
+        .call(Method::GET, "/openapi.json", Some(&key), None)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    for (method, path) in bhatti_server::routes::ROUTES {
+        assert!(
+            doc["paths"][path][method].is_object(),
+            "{method} {path} missing from OpenAPI"
+        );
+    }
+    let n: usize = doc["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|p| p.as_object().unwrap().len())
+        .sum();
+    assert_eq!(
+        n,
+        bhatti_server::routes::ROUTES.len(),
+        "document has routes the router lacks"
+    );
+    for schema in [
+        "ErrorBody",
+        "Sandbox",
+        "CreateSandboxRequest",
+        "SecretInfo",
+        "SetSecretRequest",
+        "Health",
+        "StatusResponse",
+        "User",
+    ] {
+        assert!(doc["components"]["schemas"][schema].is_object(), "{schema}");
+    }
+    assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+    app.stop().await;
+}
