@@ -157,7 +157,7 @@ fn plan(user: &UserRow, req: CreateSandboxRequest) -> Result<Plan, ServiceError>
 }
 
 enum Reserve {
-    Existing(SandboxRow),
+    Existing(Box<SandboxRow>),
     Reserved,
     Limit(u32),
 }
@@ -216,7 +216,7 @@ pub async fn create(
         .call(move |c| {
             let tx = c.transaction()?;
             if let Some(existing) = sandboxes::live_by_name(&tx, &r.created_by, &r.name)? {
-                return Ok(Reserve::Existing(existing));
+                return Ok(Reserve::Existing(Box::new(existing)));
             }
             let n = sandboxes::count_live(&tx, &r.created_by)?;
             if n >= max {
