@@ -133,3 +133,28 @@ mod tests {
         assert_eq!(clean_path(""), "/");
     }
 }
+
+#[cfg(test)]
+mod props {
+    use super::clean_path;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn clean_is_canonical(p in "[/a-z.]{0,40}") {
+            let c = clean_path(&p);
+            prop_assert!(c.starts_with('/'));
+            prop_assert!(!c.contains("//"));
+            prop_assert!(!c.split('/').any(|s| s == ".." || s == "."));
+            prop_assert_eq!(clean_path(&c), c.clone());
+        }
+
+        #[test]
+        fn only_health_itself_is_public(p in "[/a-z.]{0,40}") {
+            // Whatever the raw path, it is public only if it means /health.
+            if clean_path(&p) == "/health" {
+                prop_assert!(p.contains("health"));
+            }
+        }
+    }
+}

@@ -228,3 +228,40 @@ mod tests {
         assert_eq!(rl.tracked_users(), 3);
     }
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Over any schedule, grants never exceed burst + rate × elapsed.
+        #[test]
+        fn never_exceeds_budget(burst in 1u32..50, per_minute in 1u32..2000,
+                                steps in proptest::collection::vec(0u64..5000, 1..200)) {
+            let cfg = BucketConfig { burst, per_minute };
+            let t0 = Instant::now();
+            let mut b = TokenBucket::new(cfg, t0);
+            let mut now = t0;
+            let mut granted = 0u64;
+            for ms in steps {
+                now += Duration::from_millis(ms);
+                if b.try_take(cfg, now).is_ok() { granted += 1; }
+            }
+            let elapsed = now.duration_since(t0).as_secs_f64();
+            let budget = f64::from(burst) + elapsed * f64::from(per_minute) / 60.0;
+            prop_assert!(granted as f64 <= budget + 1e-9);
+        }
+
+        /// A refusal's Retry-After is honest: waiting that long yields a token.
+        #[test]
+        fn retry_after_is_enough(burst in 1u32..20, per_minute in 1u32..2000) {
+            let cfg = BucketConfig { burst, per_minute };
+            let t0 = Instant::now();
+            let mut b = TokenBucket::new(cfg, t0);
+            for _ in 0..burst { b.try_take(cfg, t0).unwrap(); }
+            let wait = b.try_take(cfg, t0).unwrap_err();
+            prop_assert!(b.try_take(cfg, t0 + wait + Duration::from_micros(1)).is_ok());
+        }
+    }
+}

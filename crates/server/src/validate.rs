@@ -122,3 +122,29 @@ mod tests {
         assert!(validate_labels(&many).is_err());
     }
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn name_matches_regex(s in "\\PC{0,70}") {
+            let b = s.as_bytes();
+            let want = !b.is_empty() && b.len() <= 63 && b[0].is_ascii_alphanumeric()
+                && b.iter().all(|c| c.is_ascii_alphanumeric() || b"._-".contains(c));
+            prop_assert_eq!(is_valid_name(&s), want);
+        }
+
+        #[test]
+        fn generated_names_are_valid(s in "[a-zA-Z0-9][a-zA-Z0-9._-]{0,62}") {
+            prop_assert!(is_valid_name(&s));
+        }
+
+        #[test]
+        fn env_keys_regex(s in "[A-Za-z_][A-Za-z0-9_]{0,30}") {
+            prop_assert!(is_valid_env_key(&s));
+        }
+    }
+}
