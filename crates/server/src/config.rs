@@ -15,6 +15,8 @@ use crate::rate_limit::{BucketConfig, RateLimitConfig};
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/bhatti/config.yaml";
 /// Environment variable naming an explicit config file.
 pub const CONFIG_ENV: &str = "BHATTI_CONFIG";
+/// Environment variable overriding `log_level`.
+pub const LOG_LEVEL_ENV: &str = "BHATTI_LOG_LEVEL";
 
 /// Errors loading the config.
 #[derive(Debug, Error)]
@@ -121,16 +123,20 @@ impl Default for ServerConfig {
 }
 
 impl ServerConfig {
-    /// `BHATTI_CONFIG` if set, else `/etc/bhatti/config.yaml` if present, else defaults.
+    /// `BHATTI_CONFIG` if set, else `/etc/bhatti/config.yaml` if present, else defaults;
+    /// then `BHATTI_LOG_LEVEL`, if set, overrides `log_level`.
     pub fn load() -> Result<Self, ConfigError> {
-        if let Some(p) = std::env::var_os(CONFIG_ENV).filter(|p| !p.is_empty()) {
-            return Self::from_file(Path::new(&p));
+        let mut cfg = if let Some(p) = std::env::var_os(CONFIG_ENV).filter(|p| !p.is_empty()) {
+            Self::from_file(Path::new(&p))?
+        } else if Path::new(DEFAULT_CONFIG_PATH).exists() {
+            Self::from_file(Path::new(DEFAULT_CONFIG_PATH))?
+        } else {
+            Self::default()
+        };
+        if let Some(level) = std::env::var(LOG_LEVEL_ENV).ok().filter(|l| !l.is_empty()) {
+            cfg.log_level = level;
         }
-        let default = Path::new(DEFAULT_CONFIG_PATH);
-        if default.exists() {
-            return Self::from_file(default);
-        }
-        Ok(Self::default())
+        Ok(cfg)
     }
 
     /// Reads one YAML file; missing keys take their defaults, unknown keys are an error.
