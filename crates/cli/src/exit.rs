@@ -52,16 +52,17 @@ pub fn report(err: &anyhow::Error) -> Report {
 }
 
 /// The error message: the outermost context, then causes the outer message does not already
-/// include (`a: b: c`). Client errors carry their own full message.
+/// include (`a: b: c`). A client error's own message is complete, so the chain stops there.
 fn render(err: &anyhow::Error) -> String {
-    let mut out = err.to_string();
-    for cause in err.chain().skip(1) {
+    let mut out = String::new();
+    for cause in err.chain() {
         let c = cause.to_string();
-        if !out.contains(&c) {
+        if out.is_empty() {
+            out = c;
+        } else if !out.contains(&c) {
             out.push_str(": ");
             out.push_str(&c);
         }
-        // ClientError's Display already says everything useful.
         if cause.downcast_ref::<ClientError>().is_some() {
             break;
         }
@@ -72,7 +73,7 @@ fn render(err: &anyhow::Error) -> String {
 /// Recovery hints for an error, by its kind and message.
 pub fn hints(err: &anyhow::Error) -> Vec<String> {
     let Some(client_err) = err.chain().find_map(|c| c.downcast_ref::<ClientError>()) else {
-        return Vec::new();
+        return local_hints(err);
     };
     match client_err {
         ClientError::Api {
@@ -100,6 +101,23 @@ pub fn hints(err: &anyhow::Error) -> Vec<String> {
             vec!["  Is the URL a bhatti daemon? Check it with `bhatti version`.".into()]
         }
     }
+}
+
+/// Hints for errors that did not come from the API (database, files).
+fn local_hints(err: &anyhow::Error) -> Vec<String> {
+    let text = err
+        .chain()
+        .map(|c| c.to_string().to_lowercase())
+        .collect::<Vec<_>>()
+        .join(": ");
+    let mut out = Vec::new();
+    if text.contains("permission denied") || text.contains("unable to open database") {
+        out.push("  The data directory belongs to root: run with sudo, or pass --data-dir.".into());
+    }
+    if text.contains("user \"") && text.contains("not found") {
+        out.push("  See users with: bhatti user list".into());
+    }
+    out
 }
 
 /// Hints chosen by substring of the server's message.
@@ -205,6 +223,19 @@ mod tests {
             .context("write /x")
             .unwrap_err();
         assert_eq!(report(&e).text, "Error: write /x: disk full");
+    }
+
+    #[test]
+    fn local_error_hints() {
+        let e = anyhow::anyhow!("user \"bob\" not found");
+        assert_eq!(
+            report(&e).text,
+            "Error: user \"bob\" not found\n  See users with: bhatti user list"
+        );
+        let e = Err::<(), _>(std::io::Error::from(std::io::ErrorKind::PermissionDenied))
+            .context("open /var/lib/bhatti/state.db")
+            .unwrap_err();
+        assert!(report(&e).text.contains("sudo"));
     }
 
     #[test]

@@ -15,7 +15,7 @@ pub enum ClientError {
         request_id: Option<String>,
     },
     /// The request never got an HTTP answer (connection refused, DNS, TLS, timeout …).
-    #[error("cannot reach {url}: {source}")]
+    #[error("cannot reach {url}: {}", root_cause(source))]
     Transport {
         /// The URL that was requested.
         url: String,
@@ -57,6 +57,16 @@ impl ClientError {
             _ => None,
         }
     }
+}
+
+/// The innermost cause of an error: for transport failures the useful part
+/// (`Connection refused (os error 111)`, not `error sending request`).
+fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = err;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
 }
 
 /// The canonical reason phrase of a status code (`404` → `Not Found`), as Go's

@@ -464,3 +464,14 @@ fn user_delete_is_refused_while_the_user_has_secrets_or_sandboxes() {
         .assert()
         .success();
 }
+
+#[test]
+fn server_asking_for_a_newer_cli_warns_once() {
+    let env = Env::new();
+    let _d = env.start_daemon_with("min_cli_version: 99.0.0\n");
+    let out = env.bhatti().args(["ls", "--json"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert_eq!(err.matches("99.0.0 or newer").count(), 1, "{err}");
+    assert_eq!(json(&out), serde_json::json!([]));
+}

@@ -66,10 +66,15 @@ impl Env {
 
     /// Starts `bhatti serve` on a free loopback port.
     pub fn start_daemon(&self) -> Daemon {
+        self.start_daemon_with("")
+    }
+
+    /// Starts `bhatti serve` with extra server config YAML.
+    pub fn start_daemon_with(&self, extra_yaml: &str) -> Daemon {
         std::fs::write(
             self.server_config(),
             format!(
-                "listen: 127.0.0.1:0\ndata_dir: {}\nlog_level: warn\nshutdown_grace_secs: 2\n",
+                "listen: 127.0.0.1:0\ndata_dir: {}\nlog_level: warn\nshutdown_grace_secs: 2\n{extra_yaml}",
                 self.data_dir().display()
             ),
         )
