@@ -57,12 +57,12 @@ pub enum Command {
     #[command(visible_alias = "rm")]
     Destroy(DestroyArgs),
     /// Manage your encrypted secrets
-    #[command(subcommand)]
+    #[command(subcommand, arg_required_else_help = true)]
     Secret(SecretCommand),
     /// Save the API endpoint and key to ~/.bhatti/config.yaml and test them
     Setup,
     /// Manage users and API keys (opens the database directly; no daemon needed)
-    #[command(subcommand)]
+    #[command(subcommand, arg_required_else_help = true)]
     User(UserCommand),
     /// Run the daemon
     Serve,

@@ -16,8 +16,14 @@ fn main() -> ExitCode {
     let cli = match args::Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
-            // Help and --version are not errors; usage errors exit 1 like every other error.
-            let code = if e.use_stderr() { exit::FAILURE } else { 0 };
+            // Help, --version and bare `bhatti` are not errors; usage errors exit 1 like every
+            // other error.
+            let help = e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand;
+            let code = if e.use_stderr() && !help {
+                exit::FAILURE
+            } else {
+                0
+            };
             let _ = e.print();
             return ExitCode::from(code as u8);
         }

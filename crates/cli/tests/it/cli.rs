@@ -13,6 +13,12 @@ fn usage_errors_exit_1_and_help_exits_0() {
     assert!(stdout(&out).contains("create"));
     let out = env.bhatti().args(["nonsense"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
+    // Bare `bhatti` and `bhatti secret` show help and succeed.
+    for args in [&[][..], &["secret"][..]] {
+        let out = env.bhatti().args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{args:?}");
+        assert!(stderr(&out).contains("Usage:"), "{args:?}");
+    }
 }
 
 #[test]
