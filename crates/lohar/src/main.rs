@@ -1,1 +1,5 @@
-fn main() {}
+//! lohar: dispatch only. See the library for the agent itself.
+
+fn main() {
+    std::process::exit(lohar::run(std::env::args().collect()));
+}

@@ -263,14 +263,9 @@ mod tests {
             let mut d = FrameDecoder::new();
             d.feed(&bytes);
             let mut consumed = 0usize;
-            loop {
-                match d.next_frame() {
-                    Ok(Some(f)) => {
-                        consumed += HEADER_LEN + 1 + f.payload.len();
-                        prop_assert!(f.payload.len() < MAX_FRAME_LEN);
-                    }
-                    Ok(None) | Err(_) => break,
-                }
+            while let Ok(Some(f)) = d.next_frame() {
+                consumed += HEADER_LEN + 1 + f.payload.len();
+                prop_assert!(f.payload.len() < MAX_FRAME_LEN);
             }
             prop_assert!(consumed <= bytes.len());
         }

@@ -81,7 +81,9 @@ mod tests {
     #[tokio::test]
     async fn write_then_read() {
         let (mut a, mut b) = tokio::io::duplex(1 << 16);
-        write_frame(&mut a, FrameType::Stderr, b"oops").await.unwrap();
+        write_frame(&mut a, FrameType::Stderr, b"oops")
+            .await
+            .unwrap();
         write_frame(&mut a, FrameType::Kill, b"").await.unwrap();
         drop(a);
         let f = read_frame(&mut b).await.unwrap().unwrap();
@@ -104,7 +106,9 @@ mod tests {
                 for i in 0..1000u32 {
                     let payload = vec![w; (i % 97) as usize + 1];
                     let mut g = a.lock().await;
-                    write_frame(&mut *g, FrameType::Stdout, &payload).await.unwrap();
+                    write_frame(&mut *g, FrameType::Stdout, &payload)
+                        .await
+                        .unwrap();
                 }
             }));
         }
