@@ -38,6 +38,10 @@ pub struct GlobalArgs {
     #[arg(long, global = true)]
     pub json: bool,
 
+    /// Print the last HTTP request's timing to stderr
+    #[arg(long, global = true)]
+    pub timing: bool,
+
     /// Directory holding state.db, for commands that open the database directly (user …)
     #[arg(long, global = true, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,

@@ -4,7 +4,10 @@
 use std::collections::BTreeMap;
 
 use anyhow::Result;
+use std::time::Duration;
+
 use bhatti_api::{Sandbox, User};
+use bhatti_client::Timing;
 use serde::Serialize;
 
 /// Prints a value as pretty JSON (2-space indent) on stdout.
@@ -286,6 +289,31 @@ pub fn user_table(users: &[User], subnet: impl Fn(u32) -> String) -> String {
     t.render()
 }
 
+/// `--timing` block (stderr): `server` is request start (connection setup included) to the
+/// response headers, `transfer` the body.
+pub fn timing(t: &Timing) -> String {
+    format!(
+        "---\nserver:   {}\ntransfer: {}\ntotal:    {}\n",
+        fmt_duration(t.server),
+        fmt_duration(t.transfer),
+        fmt_duration(t.total)
+    )
+}
+
+/// `<1ms` → `NNNµs`, `<10ms` → `N.NNms`, `<1s` → `N.Nms`, else `N.NNs`.
+pub fn fmt_duration(d: Duration) -> String {
+    let us = d.as_micros();
+    if us < 1_000 {
+        format!("{us}µs")
+    } else if us < 10_000 {
+        format!("{:.2}ms", us as f64 / 1000.0)
+    } else if us < 1_000_000 {
+        format!("{:.1}ms", us as f64 / 1000.0)
+    } else {
+        format!("{:.2}s", d.as_secs_f64())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -420,6 +448,23 @@ mod tests {
         let out = describe(&s);
         assert!(out.contains("Stopped:  2026-11-29T02:00:00Z\n"));
         assert!(out.contains("Disk:    — (stopped)"));
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(fmt_duration(Duration::from_micros(412)), "412µs");
+        assert_eq!(fmt_duration(Duration::from_micros(2_345)), "2.35ms");
+        assert_eq!(fmt_duration(Duration::from_micros(123_456)), "123.5ms");
+        assert_eq!(fmt_duration(Duration::from_millis(2_500)), "2.50s");
+        let t = Timing {
+            server: Duration::from_micros(900),
+            transfer: Duration::from_micros(100),
+            total: Duration::from_micros(1000),
+        };
+        assert_eq!(
+            timing(&t),
+            "---\nserver:   900µs\ntransfer: 100µs\ntotal:    1.00ms\n"
+        );
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! methods live in one file per resource (`sandboxes.rs`, `secrets.rs`, …).
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bhatti_api::{ErrorBody, Health, X_BHATTI_MIN_CLI, X_BHATTI_VERSION};
 use reqwest::{Method, RequestBuilder, Response, Url};
@@ -22,11 +22,23 @@ pub struct Client {
     seen: Arc<Mutex<Seen>>,
 }
 
-/// Headers observed on responses.
+/// Headers observed on responses, and the timing of the latest request.
 #[derive(Debug, Default)]
 struct Seen {
     server_version: Option<String>,
     min_cli: Option<String>,
+    last: Option<Timing>,
+}
+
+/// How long the latest request took.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    /// From sending the request (including connection setup) to the response headers.
+    pub server: Duration,
+    /// Reading the response body.
+    pub transfer: Duration,
+    /// Both.
+    pub total: Duration,
 }
 
 impl Client {
@@ -86,11 +98,39 @@ impl Client {
         self.seen.lock().ok()?.min_cli.clone()
     }
 
+    /// Timing of the latest request whose response was received.
+    pub fn last_timing(&self) -> Option<Timing> {
+        self.seen.lock().ok()?.last
+    }
+
     /// `GET /health` (unauthenticated on the server side; the token is sent anyway).
     pub async fn health(&self) -> Result<Health, ClientError> {
         let url = self.url(&["health"]);
         let resp = self.send(self.request(Method::GET, url.clone())).await?;
-        decode(resp, &url).await
+        self.decode(resp, &url).await
+    }
+
+    /// Decodes a 2xx JSON body (and records how long reading it took).
+    pub(crate) async fn decode<T: DeserializeOwned>(
+        &self,
+        resp: Response,
+        url: &Url,
+    ) -> Result<T, ClientError> {
+        let started = Instant::now();
+        let bytes = resp.bytes().await.map_err(|e| ClientError::Decode {
+            url: url.to_string(),
+            reason: format!("reading body: {e}"),
+        })?;
+        if let Ok(mut seen) = self.seen.lock() {
+            if let Some(t) = seen.last.as_mut() {
+                t.transfer = started.elapsed();
+                t.total = t.server + t.transfer;
+            }
+        }
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode {
+            url: url.to_string(),
+            reason: e.to_string(),
+        })
     }
 
     /// The URL of an API path given as segments (each is percent-encoded as one segment).
@@ -119,6 +159,7 @@ impl Client {
             source,
         })?;
         let url = req.url().to_string();
+        let started = Instant::now();
         let resp = self
             .http
             .execute(req)
@@ -127,7 +168,7 @@ impl Client {
                 url: url.clone(),
                 source: source.without_url(),
             })?;
-        self.observe(&resp);
+        self.observe(&resp, started.elapsed());
         if resp.status().is_success() {
             Ok(resp)
         } else {
@@ -135,7 +176,7 @@ impl Client {
         }
     }
 
-    fn observe(&self, resp: &Response) {
+    fn observe(&self, resp: &Response, server: Duration) {
         let header = |name: &str| {
             resp.headers()
                 .get(name)
@@ -147,6 +188,11 @@ impl Client {
         let version = header(X_BHATTI_VERSION);
         let min_cli = header(X_BHATTI_MIN_CLI);
         if let Ok(mut seen) = self.seen.lock() {
+            seen.last = Some(Timing {
+                server,
+                transfer: Duration::ZERO,
+                total: server,
+            });
             if version.is_some() {
                 seen.server_version = version;
             }
@@ -155,21 +201,6 @@ impl Client {
             }
         }
     }
-}
-
-/// Decodes a 2xx JSON body.
-pub(crate) async fn decode<T: DeserializeOwned>(
-    resp: Response,
-    url: &Url,
-) -> Result<T, ClientError> {
-    let bytes = resp.bytes().await.map_err(|e| ClientError::Decode {
-        url: url.to_string(),
-        reason: format!("reading body: {e}"),
-    })?;
-    serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode {
-        url: url.to_string(),
-        reason: e.to_string(),
-    })
 }
 
 /// Builds [`ClientError::Api`] from an error response: the `{"error": …}` body when there is

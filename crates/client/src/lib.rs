@@ -20,5 +20,5 @@ mod sandboxes;
 mod secrets;
 
 pub use bhatti_api as api;
-pub use client::Client;
+pub use client::{Client, Timing};
 pub use error::ClientError;

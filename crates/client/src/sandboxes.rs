@@ -4,7 +4,6 @@
 use bhatti_api::{CreateSandboxRequest, Sandbox, StatusResponse, X_BHATTI_EXISTING};
 use reqwest::Method;
 
-use crate::client::decode;
 use crate::{Client, ClientError};
 
 impl Client {
@@ -22,14 +21,14 @@ impl Client {
             }
         }
         let resp = self.send(self.request(Method::GET, url.clone())).await?;
-        decode(resp, &url).await
+        self.decode(resp, &url).await
     }
 
     /// `GET /sandboxes/:id`.
     pub async fn get_sandbox(&self, id_or_name: &str) -> Result<Sandbox, ClientError> {
         let url = self.url(&["sandboxes", id_or_name]);
         let resp = self.send(self.request(Method::GET, url.clone())).await?;
-        decode(resp, &url).await
+        self.decode(resp, &url).await
     }
 
     /// `POST /sandboxes`. Returns the sandbox and whether it already existed (a live sandbox of
@@ -47,13 +46,13 @@ impl Client {
             .get(X_BHATTI_EXISTING)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.eq_ignore_ascii_case("true"));
-        Ok((decode(resp, &url).await?, existing))
+        Ok((self.decode(resp, &url).await?, existing))
     }
 
     /// `DELETE /sandboxes/:id`.
     pub async fn destroy_sandbox(&self, id_or_name: &str) -> Result<StatusResponse, ClientError> {
         let url = self.url(&["sandboxes", id_or_name]);
         let resp = self.send(self.request(Method::DELETE, url.clone())).await?;
-        decode(resp, &url).await
+        self.decode(resp, &url).await
     }
 }

@@ -3,7 +3,6 @@
 use bhatti_api::{SecretInfo, SetSecretRequest, StatusResponse};
 use reqwest::Method;
 
-use crate::client::decode;
 use crate::{Client, ClientError};
 
 impl Client {
@@ -11,7 +10,7 @@ impl Client {
     pub async fn list_secrets(&self) -> Result<Vec<SecretInfo>, ClientError> {
         let url = self.url(&["secrets"]);
         let resp = self.send(self.request(Method::GET, url.clone())).await?;
-        decode(resp, &url).await
+        self.decode(resp, &url).await
     }
 
     /// `POST /secrets`: creates or replaces a secret.
@@ -24,13 +23,13 @@ impl Client {
         let resp = self
             .send(self.request(Method::POST, url.clone()).json(&body))
             .await?;
-        decode(resp, &url).await
+        self.decode(resp, &url).await
     }
 
     /// `DELETE /secrets/:name`.
     pub async fn delete_secret(&self, name: &str) -> Result<StatusResponse, ClientError> {
         let url = self.url(&["secrets", name]);
         let resp = self.send(self.request(Method::DELETE, url.clone())).await?;
-        decode(resp, &url).await
+        self.decode(resp, &url).await
     }
 }

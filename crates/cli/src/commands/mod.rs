@@ -46,6 +46,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 }
             });
             ctx.warn_if_cli_too_old();
+            ctx.print_timing();
             result
         }
     }
@@ -89,6 +90,16 @@ impl Ctx {
         let r = self.resolved()?;
         let c = Client::new(&r.url, r.token)?;
         Ok(self.client.get_or_init(|| c))
+    }
+
+    /// `--timing`: the last request's timing on stderr.
+    fn print_timing(&self) {
+        if !self.global.timing {
+            return;
+        }
+        if let Some(t) = self.client.get().and_then(Client::last_timing) {
+            eprint!("{}", crate::output::timing(&t));
+        }
     }
 
     /// One-time warning when the server asks for a newer CLI (`X-Bhatti-Min-CLI`).

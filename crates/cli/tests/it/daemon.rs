@@ -474,4 +474,15 @@ fn server_asking_for_a_newer_cli_warns_once() {
     let err = stderr(&out);
     assert_eq!(err.matches("99.0.0 or newer").count(), 1, "{err}");
     assert_eq!(json(&out), serde_json::json!([]));
+
+    // --timing goes to stderr, stdout stays clean JSON.
+    let out = env
+        .bhatti()
+        .args(["ls", "--json", "--timing"])
+        .output()
+        .unwrap();
+    assert_eq!(json(&out), serde_json::json!([]));
+    let err = stderr(&out);
+    assert!(err.contains("---\nserver:"), "{err}");
+    assert!(err.contains("\ntotal:"), "{err}");
 }
