@@ -35,11 +35,19 @@ pub fn run(ctx: &Ctx) -> Result<()> {
 
 /// The engine the daemon drives, by `config.engine`.
 ///
-/// For now every engine is [`Unavailable`]: the daemon serves users, keys, secrets and records,
-/// and sandbox creation fails with a clear error. The real engines replace this function.
+/// `none` always gives an engine that refuses to run sandboxes (the CLI's integration tests use
+/// it so the daemon starts instantly and needs no root). For now every other name is also
+/// [`Unavailable`]: the daemon serves users, keys, secrets and records, and sandbox creation
+/// fails with a clear error. The real engines replace the second arm.
 fn open_engine(config: &ServerConfig) -> Arc<dyn Engine> {
-    Arc::new(Unavailable {
-        engine: config.engine.clone(),
-        reason: "the namespace engine is not built yet".into(),
-    })
+    match config.engine.as_str() {
+        "none" => Arc::new(Unavailable {
+            engine: "none".into(),
+            reason: "the daemon was configured with `engine: none`".into(),
+        }),
+        _ => Arc::new(Unavailable {
+            engine: config.engine.clone(),
+            reason: "the namespace engine is not built yet".into(),
+        }),
+    }
 }

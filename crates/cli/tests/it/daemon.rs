@@ -63,8 +63,7 @@ fn first_start_makes_the_cli_work_without_setup() {
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     assert!(err.starts_with("Error: "), "{err}");
-    assert!(err.contains("unavailable"), "{err}");
-    assert!(err.contains("not built yet"), "{err}");
+    assert!(err.contains("engine none is unavailable"), "{err}");
     assert!(stdout(&out).is_empty());
     let out = env.bhatti().args(["ls", "--json"]).output().unwrap();
     assert_eq!(json(&out), serde_json::json!([]));

@@ -74,7 +74,7 @@ impl Env {
         std::fs::write(
             self.server_config(),
             format!(
-                "listen: 127.0.0.1:0\ndata_dir: {}\nlog_level: warn\nshutdown_grace_secs: 2\n{extra_yaml}",
+                "listen: 127.0.0.1:0\ndata_dir: {}\nengine: none\nlog_level: warn\nshutdown_grace_secs: 2\n{extra_yaml}",
                 self.data_dir().display()
             ),
         )
