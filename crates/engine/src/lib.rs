@@ -4,7 +4,11 @@
 //! [`SandboxSpec`] and returns where the sandbox's lohar can be reached.
 
 pub mod agent;
+pub mod cgroups;
 pub mod error;
+pub mod image;
+pub mod namespace;
+pub mod net;
 pub mod spec;
 
 pub use error::EngineError;

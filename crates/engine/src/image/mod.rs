@@ -1,0 +1,1 @@
+//! Images: root filesystem directories that sandboxes overlay.

@@ -1,0 +1,4 @@
+//! The `namespace` engine: our own hardened Linux-namespace launcher.
+
+pub mod caps;
+pub mod seccomp;
