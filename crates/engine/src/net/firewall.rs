@@ -1,0 +1,294 @@
+//! Isolation and NAT rules, through whichever `iptables` is on PATH (iptables-nft on Debian).
+//!
+//! Layout: our rules live in three chains of our own, each jumped to from position 1 of the
+//! built-in chain, so they precede UFW/Docker chains exactly as the reference's rules inserted at
+//! the top did, and so we can check, order and clean up our rules without parsing anyone else's:
+//!
+//! ```text
+//! filter FORWARD      -j BHATTI-FWD          (position 1)
+//! filter BHATTI-FWD   -i brbhatti-N -o brbhatti-N -j ACCEPT      one per live bridge, on top
+//!                     -s BASE -d BASE -j DROP                      cross-user
+//!                     -s BASE ! -d BASE -j ACCEPT                  egress
+//!                     -d BASE -m state --state RELATED,ESTABLISHED -j ACCEPT   return traffic
+//! filter INPUT        -j BHATTI-IN           (position 1)
+//! filter BHATTI-IN    -s BASE -m state --state RELATED,ESTABLISHED -j ACCEPT   replies to the host
+//!                     -s BASE -m state --state NEW -j DROP         sandboxes never open to the host
+//! nat POSTROUTING     -j BHATTI-NAT          (position 1)
+//! nat BHATTI-NAT      -s BASE -o EGRESS -j MASQUERADE
+//! ```
+//!
+//! The effective top-down order is the reference's (§6.3). Every rule is checked with `-C` and
+//! added only when absent, so restarts never duplicate or reorder anything.
+
+use std::path::{Path, PathBuf};
+
+use ipnet::Ipv4Net;
+use tokio::process::Command;
+use tokio::sync::Mutex;
+
+use super::NetError;
+
+/// Our chain in `filter`, jumped to from `FORWARD`.
+pub const FORWARD_CHAIN: &str = "BHATTI-FWD";
+/// Our chain in `filter`, jumped to from `INPUT`.
+pub const INPUT_CHAIN: &str = "BHATTI-IN";
+/// Our chain in `nat`, jumped to from `POSTROUTING`.
+pub const NAT_CHAIN: &str = "BHATTI-NAT";
+
+/// Runs `iptables` for our chains. One call at a time: iptables-legacy needs the xtables lock
+/// (we pass `-w` too) and concurrent nft transactions only waste retries.
+#[derive(Debug)]
+pub(crate) struct Firewall {
+    bin: PathBuf,
+    base: String,
+    lock: Mutex<()>,
+}
+
+/// A rule: its match/target words, without table, command or chain.
+type Rule = Vec<String>;
+
+fn words(s: &str) -> Rule {
+    s.split_whitespace().map(str::to_string).collect()
+}
+
+/// Finds `iptables` on PATH, falling back to the sbin directories a non-login PATH may lack.
+pub(crate) fn find_iptables() -> Result<PathBuf, NetError> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
+        .map(|dir| dir.join("iptables"))
+        .find(|p| is_executable(p))
+        .ok_or(NetError::IptablesMissing)
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+impl Firewall {
+    /// A firewall for sandboxes inside `base`, using the `iptables` binary at `bin`.
+    pub(crate) fn new(bin: PathBuf, base: Ipv4Net) -> Self {
+        Self {
+            bin,
+            base: base.trunc().to_string(),
+            lock: Mutex::new(()),
+        }
+    }
+
+    fn forward_rules(&self) -> Vec<Rule> {
+        let b = &self.base;
+        vec![
+            words(&format!("-s {b} -d {b} -j DROP")),
+            words(&format!("-s {b} ! -d {b} -j ACCEPT")),
+            words(&format!("-d {b} -m state --state RELATED,ESTABLISHED -j ACCEPT")),
+        ]
+    }
+
+    fn input_rules(&self) -> Vec<Rule> {
+        let b = &self.base;
+        vec![
+            words(&format!("-s {b} -m state --state RELATED,ESTABLISHED -j ACCEPT")),
+            words(&format!("-s {b} -m state --state NEW -j DROP")),
+        ]
+    }
+
+    fn bridge_rule(bridge: &str) -> Rule {
+        words(&format!("-i {bridge} -o {bridge} -j ACCEPT"))
+    }
+
+    /// Installs the global rules idempotently; `egress` is the MASQUERADE interface.
+    pub(crate) async fn install(&self, egress: Option<&str>) -> Result<(), NetError> {
+        let _guard = self.lock.lock().await;
+        self.ensure_chain("filter", FORWARD_CHAIN).await?;
+        self.ensure_chain("filter", INPUT_CHAIN).await?;
+        self.ensure_chain("nat", NAT_CHAIN).await?;
+        self.ensure_tail("filter", FORWARD_CHAIN, &self.forward_rules())
+            .await?;
+        self.ensure_tail("filter", INPUT_CHAIN, &self.input_rules())
+            .await?;
+        match egress {
+            Some(iface) => {
+                let rule = words(&format!("-s {} -o {iface} -j MASQUERADE", self.base));
+                if !self.check("nat", NAT_CHAIN, &rule).await? {
+                    // A rule for another interface (the default route moved) is replaced.
+                    self.run(&args(&["-t", "nat", "-F", NAT_CHAIN], &[])).await?;
+                    self.run(&args(&["-t", "nat", "-A", NAT_CHAIN], &rule)).await?;
+                }
+            }
+            None => {
+                self.run(&args(&["-t", "nat", "-F", NAT_CHAIN], &[])).await?;
+            }
+        }
+        // Jumps last: traffic enters our chains only once they are complete.
+        let jump = |c: &str| words(&format!("-j {c}"));
+        self.ensure_top("filter", "FORWARD", &jump(FORWARD_CHAIN))
+            .await?;
+        self.ensure_top("filter", "INPUT", &jump(INPUT_CHAIN)).await?;
+        self.ensure_top("nat", "POSTROUTING", &jump(NAT_CHAIN))
+            .await?;
+        Ok(())
+    }
+
+    /// Ensures the intra-bridge ACCEPT for `bridge` sits at the top of our forward chain.
+    ///
+    /// Why: on hosts with `br_netfilter` (Docker, k8s) bridged same-user traffic traverses
+    /// FORWARD and would otherwise hit the cross-user DROP.
+    pub(crate) async fn ensure_bridge(&self, bridge: &str) -> Result<(), NetError> {
+        let _guard = self.lock.lock().await;
+        self.ensure_top("filter", FORWARD_CHAIN, &Self::bridge_rule(bridge))
+            .await
+    }
+
+    /// Removes the intra-bridge ACCEPT for `bridge` (every copy); absent is fine.
+    pub(crate) async fn remove_bridge(&self, bridge: &str) -> Result<(), NetError> {
+        let _guard = self.lock.lock().await;
+        let rule = Self::bridge_rule(bridge);
+        while self.check("filter", FORWARD_CHAIN, &rule).await? {
+            self.run(&args(&["-t", "filter", "-D", FORWARD_CHAIN], &rule))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Bridges (by name) that have an intra-bridge ACCEPT in our forward chain.
+    pub(crate) async fn bridges_with_rules(&self) -> Result<Vec<String>, NetError> {
+        let _guard = self.lock.lock().await;
+        let out = self
+            .run(&args(&["-t", "filter", "-S", FORWARD_CHAIN], &[]))
+            .await?;
+        Ok(parse_bridge_rules(&out))
+    }
+
+    async fn ensure_chain(&self, table: &str, chain: &str) -> Result<(), NetError> {
+        if self.run(&args(&["-t", table, "-S", chain], &[])).await.is_err() {
+            self.run(&args(&["-t", table, "-N", chain], &[])).await?;
+        }
+        Ok(())
+    }
+
+    /// Ensures `rules` end our chain `chain`, in this order, once each. If some are missing
+    /// (a first start, or someone deleted one) the present ones are removed and all appended,
+    /// so the order is always the canonical one and per-bridge rules stay above them.
+    async fn ensure_tail(&self, table: &str, chain: &str, rules: &[Rule]) -> Result<(), NetError> {
+        let mut present = Vec::with_capacity(rules.len());
+        for rule in rules {
+            present.push(self.check(table, chain, rule).await?);
+        }
+        if present.iter().all(|&p| p) {
+            return Ok(());
+        }
+        for (rule, was) in rules.iter().zip(present) {
+            if was {
+                self.run(&args(&["-t", table, "-D", chain], rule)).await?;
+            }
+        }
+        for rule in rules {
+            self.run(&args(&["-t", table, "-A", chain], rule)).await?;
+        }
+        tracing::info!(table, chain, "installed sandbox firewall rules");
+        Ok(())
+    }
+
+    /// Inserts `rule` at position 1 of `chain` unless it is already there somewhere.
+    async fn ensure_top(&self, table: &str, chain: &str, rule: &Rule) -> Result<(), NetError> {
+        if !self.check(table, chain, rule).await? {
+            self.run(&args(&["-t", table, "-I", chain, "1"], rule))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// `iptables -C`: whether the rule exists. Exit 1 means "no such rule" (or chain).
+    async fn check(&self, table: &str, chain: &str, rule: &Rule) -> Result<bool, NetError> {
+        let argv = args(&["-t", table, "-C", chain], rule);
+        let out = self.spawn(&argv).await?;
+        match out.status.code() {
+            Some(0) => Ok(true),
+            Some(1) => Ok(false),
+            _ => Err(failure(&argv, &out)),
+        }
+    }
+
+    /// Runs iptables; a non-zero exit is an error carrying stderr. Returns stdout.
+    async fn run(&self, argv: &[String]) -> Result<String, NetError> {
+        let out = self.spawn(argv).await?;
+        if !out.status.success() {
+            return Err(failure(argv, &out));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    async fn spawn(&self, argv: &[String]) -> Result<std::process::Output, NetError> {
+        tracing::trace!(args = argv.join(" "), "iptables");
+        Command::new(&self.bin)
+            .arg("-w")
+            .args(argv)
+            .kill_on_drop(true)
+            .output()
+            .await
+            .map_err(|source| NetError::IptablesSpawn {
+                args: argv.join(" "),
+                source,
+            })
+    }
+}
+
+fn args(head: &[&str], rule: &[String]) -> Vec<String> {
+    head.iter()
+        .map(|s| s.to_string())
+        .chain(rule.iter().cloned())
+        .collect()
+}
+
+fn failure(argv: &[String], out: &std::process::Output) -> NetError {
+    NetError::Iptables {
+        args: argv.join(" "),
+        status: out.status.to_string(),
+        stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+    }
+}
+
+/// Bridge names of `-A BHATTI-FWD -i X -o X -j ACCEPT` lines in `iptables -S` output.
+fn parse_bridge_rules(listing: &str) -> Vec<String> {
+    listing
+        .lines()
+        .filter_map(|line| {
+            let w: Vec<&str> = line.split_whitespace().collect();
+            match w.as_slice() {
+                ["-A", c, "-i", i, "-o", o, "-j", "ACCEPT"] if *c == FORWARD_CHAIN && i == o => {
+                    Some(i.to_string())
+                }
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rules_use_the_configured_base() {
+        let fw = Firewall::new("/x".into(), "172.20.0.0/16".parse().unwrap());
+        assert_eq!(
+            fw.forward_rules()[0].join(" "),
+            "-s 172.20.0.0/16 -d 172.20.0.0/16 -j DROP"
+        );
+        assert_eq!(
+            fw.input_rules()[1].join(" "),
+            "-s 172.20.0.0/16 -m state --state NEW -j DROP"
+        );
+    }
+
+    #[test]
+    fn parses_bridge_rules_from_listing() {
+        let listing = "-N BHATTI-FWD\n\
+            -A BHATTI-FWD -i brbhatti-2 -o brbhatti-2 -j ACCEPT\n\
+            -A BHATTI-FWD -i brbhatti-1 -o brbhatti-1 -j ACCEPT\n\
+            -A BHATTI-FWD -i eth0 -o eth1 -j ACCEPT\n\
+            -A BHATTI-FWD -s 10.0.0.0/8 -d 10.0.0.0/8 -j DROP\n";
+        assert_eq!(parse_bridge_rules(listing), vec!["brbhatti-2", "brbhatti-1"]);
+    }
+}

@@ -1,0 +1,364 @@
+//! [`Network`]: the host's sandbox networking — global rules at start, per-sandbox attach and
+//! detach, and reconciliation of a crashed daemon's leftovers.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use rtnetlink::Handle;
+
+use super::bridge::{self, bridge_name};
+use super::firewall::{self, Firewall};
+use super::ipam::{max_subnet_index, subnet_gateway, user_subnet, Ipam, USER_PREFIX_LEN};
+use super::netlink::{self, Kind};
+use super::veth::{self, host_veth_name};
+use super::{AttachRequest, Attachment, NetConfig, NetError, ReconcileReport};
+
+/// Longest interface name the kernel accepts (IFNAMSIZ − 1).
+const IFNAME_MAX: usize = 15;
+const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
+
+/// The host's sandbox networking. Cheap to clone; all clones share one state.
+///
+/// Call [`Network::reconcile`] once after [`Network::start`] and before the first attach, so
+/// the addresses of sandboxes that survived a daemon restart are known.
+#[derive(Clone)]
+pub struct Network {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: NetConfig,
+    egress: Option<String>,
+    /// Netlink socket in the host namespace (the one `start` was called in).
+    handle: Handle,
+    firewall: Firewall,
+    state: Mutex<State>,
+}
+
+struct State {
+    ipam: Ipam,
+    /// One lock per user: bridge creation/deletion and that user's veths are serialised, other
+    /// users proceed in parallel.
+    user_locks: HashMap<u32, Arc<tokio::sync::Mutex<()>>>,
+    /// Users whose intra-bridge rule this process has ensured.
+    ruled: HashSet<u32>,
+}
+
+impl fmt::Debug for Network {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Network")
+            .field("config", &self.inner.config)
+            .field("egress", &self.inner.egress)
+            .finish_non_exhaustive()
+    }
+}
+
+fn validate(config: &NetConfig) -> Result<(), NetError> {
+    let max = max_subnet_index(config.base)?;
+    let bad = |what: &str, prefix: &str| NetError::Config {
+        reason: format!("{what} {prefix:?}: names would not be valid interface names"),
+    };
+    let ok_chars = |p: &str| {
+        !p.is_empty()
+            && p
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+    };
+    if !ok_chars(&config.bridge_prefix)
+        || bridge_name(&config.bridge_prefix, max).len() > IFNAME_MAX
+    {
+        return Err(bad("bridge prefix", &config.bridge_prefix));
+    }
+    if !ok_chars(&config.veth_prefix) || config.veth_prefix.len() + 8 > IFNAME_MAX {
+        return Err(bad("veth prefix", &config.veth_prefix));
+    }
+    Ok(())
+}
+
+impl Network {
+    /// Enables forwarding and installs the global rules (idempotently).
+    pub async fn start(config: NetConfig) -> Result<Network, NetError> {
+        validate(&config)?;
+        let iptables = firewall::find_iptables()?;
+        let handle = netlink::connect("host")?;
+        std::fs::write(IP_FORWARD, "1").map_err(|source| NetError::Sysctl {
+            key: IP_FORWARD,
+            source,
+        })?;
+        let egress = match &config.egress_interface {
+            Some(iface) => Some(iface.clone()),
+            None => netlink::default_route_interface(&handle).await?,
+        };
+        if egress.is_none() {
+            tracing::warn!("no default route: sandboxes get no NAT for egress (set egress_interface)");
+        }
+        let fw = Firewall::new(iptables, config.base);
+        fw.install(egress.as_deref()).await?;
+        tracing::info!(base = %config.base, egress = ?egress, "sandbox networking ready");
+        let state = State {
+            ipam: Ipam::new(config.base),
+            user_locks: HashMap::new(),
+            ruled: HashSet::new(),
+        };
+        Ok(Network {
+            inner: Arc::new(Inner {
+                config,
+                egress,
+                handle,
+                firewall: fw,
+                state: Mutex::new(state),
+            }),
+        })
+    }
+
+    /// The gateway (bridge address) of user `subnet_index`; `0.0.0.0` if the index is outside
+    /// the base network.
+    pub fn gateway(&self, subnet_index: u32) -> Ipv4Addr {
+        user_subnet(self.inner.config.base, subnet_index)
+            .map(subnet_gateway)
+            .unwrap_or(Ipv4Addr::UNSPECIFIED)
+    }
+
+    /// The interface egress is masqueraded through, if any.
+    pub fn egress_interface(&self) -> Option<&str> {
+        self.inner.egress.as_deref()
+    }
+
+    /// The configuration this network was started with.
+    pub fn config(&self) -> &NetConfig {
+        &self.inner.config
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves plain data behind; keep going with it.
+        self.inner
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn with_ipam<T>(&self, f: impl FnOnce(&mut Ipam) -> T) -> T {
+        f(&mut self.state().ipam)
+    }
+
+    fn user_lock(&self, subnet_index: u32) -> Arc<tokio::sync::Mutex<()>> {
+        self.state()
+            .user_locks
+            .entry(subnet_index)
+            .or_default()
+            .clone()
+    }
+
+    /// Wires a sandbox: the user's bridge (and its rule) if missing, an address, the veth pair,
+    /// and `eth0`/`lo`/default route inside the sandbox's netns.
+    pub async fn attach(&self, req: AttachRequest<'_>) -> Result<Attachment, NetError> {
+        let cfg = &self.inner.config;
+        let subnet = user_subnet(cfg.base, req.subnet_index)?;
+        let gateway = subnet_gateway(subnet);
+        let bridge = bridge_name(&cfg.bridge_prefix, req.subnet_index);
+        let host_veth = host_veth_name(&cfg.veth_prefix, req.key)?;
+        // Opened first: a sandbox that already died fails before anything is allocated.
+        let netns = veth::open_netns(req.netns)?;
+
+        let lock = self.user_lock(req.subnet_index);
+        let _guard = lock.lock().await;
+        let ip = self.with_ipam(|ipam| ipam.allocate(req.subnet_index, req.key, req.ip))?;
+        let wired = self
+            .wire(req.subnet_index, &bridge, gateway, &host_veth, ip, netns, req.netns)
+            .await;
+        if let Err(e) = wired {
+            tracing::warn!(key = req.key, %ip, error = %e, "attach failed; rolling back");
+            self.unwire(req.subnet_index, req.key, &bridge, &host_veth)
+                .await;
+            return Err(e);
+        }
+        tracing::debug!(key = req.key, %ip, bridge, host_veth, "sandbox attached");
+        Ok(Attachment {
+            ip,
+            gateway,
+            prefix_len: USER_PREFIX_LEN,
+            bridge,
+            host_veth,
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn wire(
+        &self,
+        subnet_index: u32,
+        bridge: &str,
+        gateway: Ipv4Addr,
+        host_veth: &str,
+        ip: Ipv4Addr,
+        netns: std::fs::File,
+        netns_path: &Path,
+    ) -> Result<(), NetError> {
+        let handle = &self.inner.handle;
+        let (bridge_index, created) = bridge::ensure(handle, bridge, subnet_index, gateway).await?;
+        let ruled = self.state().ruled.contains(&subnet_index);
+        if created || !ruled {
+            self.inner.firewall.ensure_bridge(bridge).await?;
+            self.state().ruled.insert(subnet_index);
+        }
+        bridge::forget_neighbour(handle, bridge_index, bridge, ip).await?;
+        // Same key, same name: a previous incarnation's veth whose netns is still pinned.
+        veth::delete(handle, host_veth).await?;
+        veth::create(handle, host_veth, bridge_index, &netns).await?;
+        veth::configure_in_netns(netns, netns_path, ip, gateway).await
+    }
+
+    /// Best-effort rollback of a failed attach; errors are logged, the attach error wins.
+    async fn unwire(&self, subnet_index: u32, key: &str, bridge: &str, host_veth: &str) {
+        if let Err(e) = veth::delete(&self.inner.handle, host_veth).await {
+            tracing::warn!(host_veth, error = %e, "rollback: deleting veth failed");
+        }
+        let empty = self.with_ipam(|ipam| {
+            ipam.release(subnet_index, key);
+            ipam.in_use(subnet_index) == 0
+        });
+        if empty {
+            if let Err(e) = self.remove_bridge(subnet_index, bridge).await {
+                tracing::warn!(bridge, error = %e, "rollback: deleting bridge failed");
+            }
+        }
+    }
+
+    async fn remove_bridge(&self, subnet_index: u32, bridge: &str) -> Result<(), NetError> {
+        bridge::delete(&self.inner.handle, bridge).await?;
+        self.inner.firewall.remove_bridge(bridge).await?;
+        self.state().ruled.remove(&subnet_index);
+        Ok(())
+    }
+
+    /// Unwires a sandbox: deletes its veth (missing is fine), frees its address, and removes
+    /// the user's bridge and rule when no sandbox of the user is left.
+    pub async fn detach(&self, subnet_index: u32, key: &str) -> Result<(), NetError> {
+        let cfg = &self.inner.config;
+        let subnet = user_subnet(cfg.base, subnet_index)?;
+        let bridge = bridge_name(&cfg.bridge_prefix, subnet_index);
+        let host_veth = host_veth_name(&cfg.veth_prefix, key)?;
+        let handle = &self.inner.handle;
+
+        let lock = self.user_lock(subnet_index);
+        let _guard = lock.lock().await;
+        veth::delete(handle, &host_veth).await?;
+        let (ip, empty) = self.with_ipam(|ipam| {
+            let ip = ipam.release(subnet_index, key);
+            (ip, ipam.in_use(subnet_index) == 0)
+        });
+        if empty {
+            self.remove_bridge(subnet_index, &bridge).await?;
+        } else if let Some(ip) = ip {
+            if let Some(index) = netlink::link_index(handle, &bridge).await? {
+                bridge::forget_neighbour(handle, index, &bridge, ip).await?;
+            }
+        }
+        tracing::debug!(key, ?ip, %subnet, "sandbox detached");
+        Ok(())
+    }
+
+    /// Marks the addresses of sandboxes that still exist as used and deletes every veth and
+    /// bridge with our prefixes that none of them owns (a crashed daemon's leftovers), plus the
+    /// rules of deleted bridges. Meant for daemon start, before any attach.
+    pub async fn reconcile(
+        &self,
+        live: &[(u32, String, Ipv4Addr)],
+    ) -> Result<ReconcileReport, NetError> {
+        let cfg = &self.inner.config;
+        let handle = &self.inner.handle;
+        let mut report = ReconcileReport::default();
+        let mut live_veths = HashSet::new();
+        let mut live_users = HashSet::new();
+        for (subnet_index, key, ip) in live {
+            // A live sandbox keeps its veth and bridge even if its address conflicts: breaking
+            // a running sandbox is worse than reporting the inconsistency.
+            live_users.insert(*subnet_index);
+            let reserved = host_veth_name(&cfg.veth_prefix, key).and_then(|name| {
+                live_veths.insert(name);
+                self.with_ipam(|ipam| ipam.allocate(*subnet_index, key, Some(*ip)))
+            });
+            match reserved {
+                Ok(_) => report.kept += 1,
+                Err(e) => {
+                    tracing::warn!(key, %ip, error = %e, "reconcile: cannot reserve address");
+                    report.conflicts.push((key.clone(), e.to_string()));
+                }
+            }
+        }
+
+        let user_of_bridge = |name: &str| -> Option<u32> {
+            name.strip_prefix(cfg.bridge_prefix.as_str())?.parse().ok()
+        };
+        for link in netlink::list_links(handle).await? {
+            match link.kind {
+                Kind::Veth
+                    if link.name.starts_with(&cfg.veth_prefix)
+                        && !live_veths.contains(&link.name) =>
+                {
+                    if veth::delete(handle, &link.name).await? {
+                        report.deleted_veths.push(link.name);
+                    }
+                }
+                Kind::Bridge => match user_of_bridge(&link.name) {
+                    Some(n) if live_users.contains(&n) => {
+                        self.inner.firewall.ensure_bridge(&link.name).await?;
+                        self.state().ruled.insert(n);
+                    }
+                    Some(n) => {
+                        self.remove_bridge(n, &link.name).await?;
+                        report.deleted_bridges.push(link.name);
+                    }
+                    None => {}
+                },
+                _ => {}
+            }
+        }
+        // Rules whose bridge is already gone (deleted by hand, or a crash mid-detach).
+        for name in self.inner.firewall.bridges_with_rules().await? {
+            if user_of_bridge(&name).is_some_and(|n| !live_users.contains(&n)) {
+                self.inner.firewall.remove_bridge(&name).await?;
+            }
+        }
+        tracing::info!(
+            kept = report.kept,
+            deleted_veths = report.deleted_veths.len(),
+            deleted_bridges = report.deleted_bridges.len(),
+            conflicts = report.conflicts.len(),
+            "network reconciled"
+        );
+        Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_validation() {
+        assert!(validate(&NetConfig::default()).is_ok());
+        let long = NetConfig {
+            bridge_prefix: "verylongbridge-".into(),
+            ..NetConfig::default()
+        };
+        assert!(matches!(validate(&long), Err(NetError::Config { .. })));
+        let slash = NetConfig {
+            veth_prefix: "a/".into(),
+            ..NetConfig::default()
+        };
+        assert!(validate(&slash).is_err());
+        let veth_long = NetConfig {
+            veth_prefix: "bhatti-v".into(),
+            ..NetConfig::default()
+        };
+        assert!(validate(&veth_long).is_err());
+        let tiny = NetConfig {
+            base: "10.0.0.0/25".parse().unwrap(),
+            ..NetConfig::default()
+        };
+        assert!(validate(&tiny).is_err());
+    }
+}
