@@ -170,7 +170,7 @@ fn create_then_destroy_leaves_no_directory() {
     assert!(t.cgroups.create("../evil", &limits).is_err());
     assert!(t.cgroups.create("a/b", &limits).is_err());
 
-    let mut child = spawn_in(&cg, &mut Command::new("sleep").arg("30"));
+    let mut child = spawn_in(&cg, Command::new("sleep").arg("30"));
     assert_eq!(cg.pids().unwrap(), vec![child.id() as i32]);
     cg.destroy().unwrap();
     assert_eq!(child.wait().unwrap().signal(), Some(libc::SIGKILL));
@@ -239,7 +239,7 @@ fn memory_limit_oom_kills_only_the_allocator() {
             },
         )
         .unwrap();
-    let mut sibling = spawn_in(&cg, &mut Command::new("sleep").arg("30"));
+    let mut sibling = spawn_in(&cg, Command::new("sleep").arg("30"));
     let mut hog = spawn_in(
         &cg,
         Command::new("python3")
@@ -395,7 +395,7 @@ fn list_finds_groups_left_by_a_crashed_instance() {
         let old = t.cgroups.clone();
         let a = old.create("sb-a", &no_limits()).unwrap();
         old.create("sb-b", &no_limits()).unwrap();
-        orphan_proc = spawn_in(&a, &mut Command::new("sleep").arg("30"));
+        orphan_proc = spawn_in(&a, Command::new("sleep").arg("30"));
     }
     let parent = parent_dirs[0]
         .file_name()

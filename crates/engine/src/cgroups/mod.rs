@@ -13,6 +13,8 @@ mod files;
 mod probe;
 mod v1;
 mod v2;
+#[cfg(test)]
+mod v2_live_tests;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
