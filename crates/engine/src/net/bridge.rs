@@ -57,7 +57,10 @@ pub(crate) async fn ensure(
         .replace()
         .execute()
         .await
-        .map_err(nl_err("add gateway address to", format!("{name} ({gateway})")))?;
+        .map_err(nl_err(
+            "add gateway address to",
+            format!("{name} ({gateway})"),
+        ))?;
     if !created {
         netlink::set_up(handle, index, name).await?;
     }
@@ -97,7 +100,10 @@ pub(crate) async fn forget_neighbour(
             Ok(())
         }
         Err(e) if is_errno(&e, ENOENT) => Ok(()),
-        Err(e) => Err(nl_err("delete neighbour entry on", format!("{bridge} ({ip})"))(e)),
+        Err(e) => Err(nl_err(
+            "delete neighbour entry on",
+            format!("{bridge} ({ip})"),
+        )(e)),
     }
 }
 

@@ -81,14 +81,18 @@ impl Firewall {
         vec![
             words(&format!("-s {b} -d {b} -j DROP")),
             words(&format!("-s {b} ! -d {b} -j ACCEPT")),
-            words(&format!("-d {b} -m state --state RELATED,ESTABLISHED -j ACCEPT")),
+            words(&format!(
+                "-d {b} -m state --state RELATED,ESTABLISHED -j ACCEPT"
+            )),
         ]
     }
 
     fn input_rules(&self) -> Vec<Rule> {
         let b = &self.base;
         vec![
-            words(&format!("-s {b} -m state --state RELATED,ESTABLISHED -j ACCEPT")),
+            words(&format!(
+                "-s {b} -m state --state RELATED,ESTABLISHED -j ACCEPT"
+            )),
             words(&format!("-s {b} -m state --state NEW -j DROP")),
         ]
     }
@@ -112,19 +116,23 @@ impl Firewall {
                 let rule = words(&format!("-s {} -o {iface} -j MASQUERADE", self.base));
                 if !self.check("nat", NAT_CHAIN, &rule).await? {
                     // A rule for another interface (the default route moved) is replaced.
-                    self.run(&args(&["-t", "nat", "-F", NAT_CHAIN], &[])).await?;
-                    self.run(&args(&["-t", "nat", "-A", NAT_CHAIN], &rule)).await?;
+                    self.run(&args(&["-t", "nat", "-F", NAT_CHAIN], &[]))
+                        .await?;
+                    self.run(&args(&["-t", "nat", "-A", NAT_CHAIN], &rule))
+                        .await?;
                 }
             }
             None => {
-                self.run(&args(&["-t", "nat", "-F", NAT_CHAIN], &[])).await?;
+                self.run(&args(&["-t", "nat", "-F", NAT_CHAIN], &[]))
+                    .await?;
             }
         }
         // Jumps last: traffic enters our chains only once they are complete.
         let jump = |c: &str| words(&format!("-j {c}"));
         self.ensure_top("filter", "FORWARD", &jump(FORWARD_CHAIN))
             .await?;
-        self.ensure_top("filter", "INPUT", &jump(INPUT_CHAIN)).await?;
+        self.ensure_top("filter", "INPUT", &jump(INPUT_CHAIN))
+            .await?;
         self.ensure_top("nat", "POSTROUTING", &jump(NAT_CHAIN))
             .await?;
         Ok(())
@@ -161,7 +169,11 @@ impl Firewall {
     }
 
     async fn ensure_chain(&self, table: &str, chain: &str) -> Result<(), NetError> {
-        if self.run(&args(&["-t", table, "-S", chain], &[])).await.is_err() {
+        if self
+            .run(&args(&["-t", table, "-S", chain], &[]))
+            .await
+            .is_err()
+        {
             self.run(&args(&["-t", table, "-N", chain], &[])).await?;
         }
         Ok(())
@@ -171,6 +183,7 @@ impl Firewall {
     /// (a first start, or someone deleted one) the present ones are removed and all appended,
     /// so the order is always the canonical one and per-bridge rules stay above them.
     async fn ensure_tail(&self, table: &str, chain: &str, rules: &[Rule]) -> Result<(), NetError> {
+        self.prune_stale(table, chain, rules).await?;
         let mut present = Vec::with_capacity(rules.len());
         for rule in rules {
             present.push(self.check(table, chain, rule).await?);
@@ -187,6 +200,26 @@ impl Firewall {
             self.run(&args(&["-t", table, "-A", chain], rule)).await?;
         }
         tracing::info!(table, chain, "installed sandbox firewall rules");
+        Ok(())
+    }
+
+    /// Deletes rules of our chain that are neither in `rules` nor per-bridge ACCEPTs: the
+    /// leftovers of a previous configuration (another base network).
+    async fn prune_stale(&self, table: &str, chain: &str, rules: &[Rule]) -> Result<(), NetError> {
+        let listing = self.run(&args(&["-t", table, "-S", chain], &[])).await?;
+        let prefix = ["-A", chain];
+        for line in listing.lines() {
+            let w: Vec<String> = words(line);
+            if w.len() < 2 || w[..2] != prefix {
+                continue;
+            }
+            let rule = &w[2..];
+            if rules.iter().any(|r| r.as_slice() == rule) || is_bridge_rule(rule) {
+                continue;
+            }
+            tracing::info!(table, chain, rule = rule.join(" "), "removing stale rule");
+            self.run(&args(&["-t", table, "-D", chain], rule)).await?;
+        }
         Ok(())
     }
 
@@ -249,6 +282,11 @@ fn failure(argv: &[String], out: &std::process::Output) -> NetError {
     }
 }
 
+/// Whether a rule is a per-bridge `-i X -o X -j ACCEPT`.
+fn is_bridge_rule(rule: &[String]) -> bool {
+    matches!(rule, [i, a, o, b, j, t] if i == "-i" && o == "-o" && a == b && j == "-j" && t == "ACCEPT")
+}
+
 /// Bridge names of `-A BHATTI-FWD -i X -o X -j ACCEPT` lines in `iptables -S` output.
 fn parse_bridge_rules(listing: &str) -> Vec<String> {
     listing
@@ -289,6 +327,9 @@ mod tests {
             -A BHATTI-FWD -i brbhatti-1 -o brbhatti-1 -j ACCEPT\n\
             -A BHATTI-FWD -i eth0 -o eth1 -j ACCEPT\n\
             -A BHATTI-FWD -s 10.0.0.0/8 -d 10.0.0.0/8 -j DROP\n";
-        assert_eq!(parse_bridge_rules(listing), vec!["brbhatti-2", "brbhatti-1"]);
+        assert_eq!(
+            parse_bridge_rules(listing),
+            vec!["brbhatti-2", "brbhatti-1"]
+        );
     }
 }

@@ -196,16 +196,31 @@ mod tests {
     #[test]
     fn subnet_maths_matches_the_reference_for_the_first_254_users() {
         assert_eq!(user_subnet(base(), 1).unwrap().to_string(), "10.0.1.0/24");
-        assert_eq!(user_subnet(base(), 254).unwrap().to_string(), "10.0.254.0/24");
-        assert_eq!(user_subnet(base(), 255).unwrap().to_string(), "10.0.255.0/24");
+        assert_eq!(
+            user_subnet(base(), 254).unwrap().to_string(),
+            "10.0.254.0/24"
+        );
+        assert_eq!(
+            user_subnet(base(), 255).unwrap().to_string(),
+            "10.0.255.0/24"
+        );
         assert_eq!(user_subnet(base(), 256).unwrap().to_string(), "10.1.0.0/24");
-        assert_eq!(user_subnet(base(), 65535).unwrap().to_string(), "10.255.255.0/24");
-        assert_eq!(subnet_gateway(user_subnet(base(), 2).unwrap()), ip("10.0.2.1"));
+        assert_eq!(
+            user_subnet(base(), 65535).unwrap().to_string(),
+            "10.255.255.0/24"
+        );
+        assert_eq!(
+            subnet_gateway(user_subnet(base(), 2).unwrap()),
+            ip("10.0.2.1")
+        );
     }
 
     #[test]
     fn subnet_index_out_of_range_is_an_error() {
-        assert!(matches!(user_subnet(base(), 0), Err(NetError::SubnetOutOfRange { .. })));
+        assert!(matches!(
+            user_subnet(base(), 0),
+            Err(NetError::SubnetOutOfRange { .. })
+        ));
         assert!(matches!(
             user_subnet(base(), 65536),
             Err(NetError::SubnetOutOfRange { max: 65535, .. })
@@ -239,10 +254,16 @@ mod tests {
         let mut ipam = Ipam::new(base());
         assert_eq!(ipam.allocate(1, "a", None).unwrap(), ip("10.0.1.2"));
         assert_eq!(ipam.allocate(1, "a", None).unwrap(), ip("10.0.1.2"));
-        assert_eq!(ipam.allocate(1, "a", Some(ip("10.0.1.2"))).unwrap(), ip("10.0.1.2"));
+        assert_eq!(
+            ipam.allocate(1, "a", Some(ip("10.0.1.2"))).unwrap(),
+            ip("10.0.1.2")
+        );
         assert_eq!(ipam.in_use(1), 1);
         // Asking for another address moves the key.
-        assert_eq!(ipam.allocate(1, "a", Some(ip("10.0.1.9"))).unwrap(), ip("10.0.1.9"));
+        assert_eq!(
+            ipam.allocate(1, "a", Some(ip("10.0.1.9"))).unwrap(),
+            ip("10.0.1.9")
+        );
         assert_eq!(ipam.allocate(1, "b", None).unwrap(), ip("10.0.1.2"));
         // A refused move keeps the old address.
         assert!(ipam.allocate(1, "a", Some(ip("10.0.1.2"))).is_err());
@@ -253,15 +274,30 @@ mod tests {
     fn reserve_requested_and_reject_taken() {
         let mut ipam = Ipam::new(base());
         // Re-reserving after a restart: restored addresses are marked used, new ones go around them.
-        assert_eq!(ipam.allocate(1, "x", Some(ip("10.0.1.2"))).unwrap(), ip("10.0.1.2"));
-        assert_eq!(ipam.allocate(1, "y", Some(ip("10.0.1.4"))).unwrap(), ip("10.0.1.4"));
+        assert_eq!(
+            ipam.allocate(1, "x", Some(ip("10.0.1.2"))).unwrap(),
+            ip("10.0.1.2")
+        );
+        assert_eq!(
+            ipam.allocate(1, "y", Some(ip("10.0.1.4"))).unwrap(),
+            ip("10.0.1.4")
+        );
         assert_eq!(ipam.allocate(1, "z", None).unwrap(), ip("10.0.1.3"));
         assert_eq!(ipam.allocate(1, "w", None).unwrap(), ip("10.0.1.5"));
         let err = ipam.allocate(1, "v", Some(ip("10.0.1.4"))).unwrap_err();
         assert!(matches!(err, NetError::IpTaken { owner, .. } if owner == "y"));
-        for bad in ["10.0.1.1", "10.0.1.0", "10.0.1.255", "10.0.2.7", "192.168.1.2"] {
+        for bad in [
+            "10.0.1.1",
+            "10.0.1.0",
+            "10.0.1.255",
+            "10.0.2.7",
+            "192.168.1.2",
+        ] {
             assert!(
-                matches!(ipam.allocate(1, "v", Some(ip(bad))), Err(NetError::IpOutsidePool { .. })),
+                matches!(
+                    ipam.allocate(1, "v", Some(ip(bad))),
+                    Err(NetError::IpOutsidePool { .. })
+                ),
                 "{bad} must be refused"
             );
         }
@@ -275,9 +311,16 @@ mod tests {
         }
         assert_eq!(ipam.lookup(7, "k252"), Some(ip("10.0.7.254")));
         let err = ipam.allocate(7, "one-more", None).unwrap_err();
-        assert!(err.to_string().contains("IP pool exhausted (253 sandboxes per user)"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("IP pool exhausted (253 sandboxes per user)"),
+            "{err}"
+        );
         ipam.release(7, "k100");
-        assert_eq!(ipam.allocate(7, "one-more", None).unwrap(), ip("10.0.7.102"));
+        assert_eq!(
+            ipam.allocate(7, "one-more", None).unwrap(),
+            ip("10.0.7.102")
+        );
         // Other users are unaffected.
         assert_eq!(ipam.allocate(8, "a", None).unwrap(), ip("10.0.8.2"));
     }
@@ -290,6 +333,9 @@ mod tests {
         assert_eq!(ipam.in_use(3), 0);
         assert!(ipam.pools.is_empty());
         assert!(ipam.allocate(3, "b", Some(ip("10.0.1.5"))).is_err());
-        assert!(ipam.pools.is_empty(), "a refused request leaves no empty pool behind");
+        assert!(
+            ipam.pools.is_empty(),
+            "a refused request leaves no empty pool behind"
+        );
     }
 }

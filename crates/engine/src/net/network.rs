@@ -63,8 +63,7 @@ fn validate(config: &NetConfig) -> Result<(), NetError> {
     };
     let ok_chars = |p: &str| {
         !p.is_empty()
-            && p
-                .bytes()
+            && p.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
     };
     if !ok_chars(&config.bridge_prefix)
@@ -93,7 +92,9 @@ impl Network {
             None => netlink::default_route_interface(&handle).await?,
         };
         if egress.is_none() {
-            tracing::warn!("no default route: sandboxes get no NAT for egress (set egress_interface)");
+            tracing::warn!(
+                "no default route: sandboxes get no NAT for egress (set egress_interface)"
+            );
         }
         let fw = Firewall::new(iptables, config.base);
         fw.install(egress.as_deref()).await?;
@@ -167,7 +168,15 @@ impl Network {
         let _guard = lock.lock().await;
         let ip = self.with_ipam(|ipam| ipam.allocate(req.subnet_index, req.key, req.ip))?;
         let wired = self
-            .wire(req.subnet_index, &bridge, gateway, &host_veth, ip, netns, req.netns)
+            .wire(
+                req.subnet_index,
+                &bridge,
+                gateway,
+                &host_veth,
+                ip,
+                netns,
+                req.netns,
+            )
             .await;
         if let Err(e) = wired {
             tracing::warn!(key = req.key, %ip, error = %e, "attach failed; rolling back");
@@ -298,7 +307,8 @@ impl Network {
                     if link.name.starts_with(&cfg.veth_prefix)
                         && !live_veths.contains(&link.name) =>
                 {
-                    if veth::delete(handle, &link.name).await? {
+                    let existed = veth::delete(handle, &link.name).await?;
+                    if existed {
                         report.deleted_veths.push(link.name);
                     }
                 }
