@@ -61,11 +61,11 @@ pub(crate) async fn ensure(
             "add gateway address to",
             format!("{name} ({gateway})"),
         ))?;
-    if !created {
-        netlink::set_up(handle, index, name).await?;
-    }
     if created {
         tracing::info!(bridge = name, %gateway, "created user bridge");
+    } else {
+        // A bridge a previous daemon left (or someone set down) must forward again.
+        netlink::set_up(handle, index, name).await?;
     }
     Ok((index, created))
 }

@@ -7,18 +7,27 @@
 //! ```text
 //! filter FORWARD      -j BHATTI-FWD          (position 1)
 //! filter BHATTI-FWD   -i brbhatti-N -o brbhatti-N -j ACCEPT      one per live bridge, on top
+//!                     ! -s BASE -i brbhatti-+ -j DROP              spoofed source (not reference)
 //!                     -s BASE -d BASE -j DROP                      cross-user
 //!                     -s BASE ! -d BASE -j ACCEPT                  egress
 //!                     -d BASE -m state --state RELATED,ESTABLISHED -j ACCEPT   return traffic
 //! filter INPUT        -j BHATTI-IN           (position 1)
-//! filter BHATTI-IN    -s BASE -m state --state RELATED,ESTABLISHED -j ACCEPT   replies to the host
+//! filter BHATTI-IN    ! -s BASE -i brbhatti-+ -j DROP              spoofed source (not reference)
+//!                     -s BASE -m state --state RELATED,ESTABLISHED -j ACCEPT   replies to the host
 //!                     -s BASE -m state --state NEW -j DROP         sandboxes never open to the host
 //! nat POSTROUTING     -j BHATTI-NAT          (position 1)
 //! nat BHATTI-NAT      -s BASE -o EGRESS -j MASQUERADE
 //! ```
 //!
 //! The effective top-down order is the reference's (§6.3). Every rule is checked with `-C` and
-//! added only when absent, so restarts never duplicate or reorder anything.
+//! added only when absent, so restarts never duplicate or reorder anything. Rules are written in
+//! the option order `iptables -S` prints, so listings compare word for word.
+//!
+//! Beyond the reference: the anti-spoofing DROPs. The reference's rules match on source
+//! address; a sandbox whose root may reconfigure its own `eth0` could send from an address
+//! outside BASE and slip past them (e.g. UDP to a host service). Matching the ingress bridge
+//! closes that. (The reference's DNS ACCEPTs are absent: sibling DNS is not implemented yet;
+//! they belong between RELATED,ESTABLISHED and NEW DROP in BHATTI-IN.)
 
 use std::path::{Path, PathBuf};
 
@@ -41,6 +50,8 @@ pub const NAT_CHAIN: &str = "BHATTI-NAT";
 pub(crate) struct Firewall {
     bin: PathBuf,
     base: String,
+    /// `iptables` wildcard matching every user bridge (`brbhatti-+`).
+    bridges: String,
     lock: Mutex<()>,
 }
 
@@ -67,18 +78,21 @@ fn is_executable(p: &Path) -> bool {
 }
 
 impl Firewall {
-    /// A firewall for sandboxes inside `base`, using the `iptables` binary at `bin`.
-    pub(crate) fn new(bin: PathBuf, base: Ipv4Net) -> Self {
+    /// A firewall for sandboxes inside `base` on bridges named `<bridge_prefix><n>`, using
+    /// the `iptables` binary at `bin`.
+    pub(crate) fn new(bin: PathBuf, base: Ipv4Net, bridge_prefix: &str) -> Self {
         Self {
             bin,
             base: base.trunc().to_string(),
+            bridges: format!("{bridge_prefix}+"),
             lock: Mutex::new(()),
         }
     }
 
     fn forward_rules(&self) -> Vec<Rule> {
-        let b = &self.base;
+        let (b, br) = (&self.base, &self.bridges);
         vec![
+            words(&format!("! -s {b} -i {br} -j DROP")),
             words(&format!("-s {b} -d {b} -j DROP")),
             words(&format!("-s {b} ! -d {b} -j ACCEPT")),
             words(&format!(
@@ -88,8 +102,9 @@ impl Firewall {
     }
 
     fn input_rules(&self) -> Vec<Rule> {
-        let b = &self.base;
+        let (b, br) = (&self.base, &self.bridges);
         vec![
+            words(&format!("! -s {b} -i {br} -j DROP")),
             words(&format!(
                 "-s {b} -m state --state RELATED,ESTABLISHED -j ACCEPT"
             )),
@@ -309,13 +324,17 @@ mod tests {
 
     #[test]
     fn rules_use_the_configured_base() {
-        let fw = Firewall::new("/x".into(), "172.20.0.0/16".parse().unwrap());
+        let fw = Firewall::new("/x".into(), "172.20.0.0/16".parse().unwrap(), "brx-");
         assert_eq!(
             fw.forward_rules()[0].join(" "),
+            "! -s 172.20.0.0/16 -i brx-+ -j DROP"
+        );
+        assert_eq!(
+            fw.forward_rules()[1].join(" "),
             "-s 172.20.0.0/16 -d 172.20.0.0/16 -j DROP"
         );
         assert_eq!(
-            fw.input_rules()[1].join(" "),
+            fw.input_rules()[2].join(" "),
             "-s 172.20.0.0/16 -m state --state NEW -j DROP"
         );
     }

@@ -96,7 +96,7 @@ impl Network {
                 "no default route: sandboxes get no NAT for egress (set egress_interface)"
             );
         }
-        let fw = Firewall::new(iptables, config.base);
+        let fw = Firewall::new(iptables, config.base, &config.bridge_prefix);
         fw.install(egress.as_deref()).await?;
         tracing::info!(base = %config.base, egress = ?egress, "sandbox networking ready");
         let state = State {
