@@ -60,7 +60,7 @@ impl super::Backend for V1 {
             )?;
         }
         if limits.memory_mb > 0 {
-            let bytes = (limits.memory_mb * 1024 * 1024).to_string();
+            let bytes = limits.memory_mb.saturating_mul(1024 * 1024).to_string();
             // memory first: memsw must never be set below it.
             files::write(
                 "set memory limit",

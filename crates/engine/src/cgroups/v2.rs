@@ -82,7 +82,7 @@ impl super::Backend for V2 {
             files::write("set cpu quota", &d.cpu.join("cpu.max"), &value)?;
         }
         if limits.memory_mb > 0 {
-            let bytes = (limits.memory_mb * 1024 * 1024).to_string();
+            let bytes = limits.memory_mb.saturating_mul(1024 * 1024).to_string();
             files::write("set memory limit", &d.memory.join("memory.max"), &bytes)?;
             // No swapping past the limit; the file is absent when swap accounting is off.
             let swap = d.memory.join("memory.swap.max");
