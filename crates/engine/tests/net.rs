@@ -172,15 +172,13 @@ impl Sandbox {
 
     /// Whether a TCP connection from inside the sandbox to `ip:port` succeeds within 1 s.
     fn can_connect(&self, ip: Ipv4Addr, port: u16) -> bool {
+        self.can_connect_to(&ip.to_string(), port)
+    }
+
+    /// Like [`Sandbox::can_connect`] for any host string (e.g. `fe80::1%eth0`).
+    fn can_connect_to(&self, host: &str, port: u16) -> bool {
         self.nsenter()
-            .args([
-                python(),
-                "-c",
-                CONNECT,
-                &ip.to_string(),
-                &port.to_string(),
-                "1",
-            ])
+            .args([python(), "-c", CONNECT, host, &port.to_string(), "1"])
             .stdout(Stdio::null())
             .status()
             .expect("connect probe")
@@ -506,6 +504,27 @@ fn sandbox_cannot_send_udp_to_the_host_even_from_a_spoofed_source() {
             got.is_err(),
             "a datagram from the sandbox reached the host: {got:?}"
         );
+    });
+}
+
+#[test]
+fn sandbox_cannot_reach_the_host_over_ipv6_link_local() {
+    in_netns(|| async {
+        let net = start().await;
+        let a = Sandbox::spawn(1);
+        net.attach(a.req(1)).await.expect("attach");
+        // iptables rules are IPv4-only: the host side of the user's link must have no IPv6
+        // address, or a sandbox could reach `[::]` listeners (sshd …) via fe80::…%eth0.
+        let host = std::net::TcpListener::bind("[::]:0").expect("host v6 listener");
+        let port = host.local_addr().expect("addr").port();
+        // Let DAD finish so that a link-local address, if any, would be usable.
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        for dev in ["brbhatti-1", "bh-00000001"] {
+            let v6 = sh(&["ip", "-6", "addr", "show", "dev", dev]);
+            assert!(!v6.contains("inet6"), "{dev} has an IPv6 address: {v6}");
+        }
+        // The bridge's EUI-64 link-local (from its fixed MAC) is unreachable too.
+        assert!(!a.can_connect_to("fe80::62:68ff:fe00:1%eth0", port));
     });
 }
 

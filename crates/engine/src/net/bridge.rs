@@ -4,7 +4,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use rtnetlink::packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage};
 use rtnetlink::packet_route::AddressFamily;
-use rtnetlink::{Handle, LinkBridge};
+use rtnetlink::{Handle, LinkBridge, LinkMessageBuilder};
 
 use super::ipam::USER_PREFIX_LEN;
 use super::netlink::{self, is_errno, nl_err, EEXIST, ENOENT};
@@ -38,7 +38,8 @@ pub(crate) async fn ensure(
     let index = match netlink::link_index(handle, name).await? {
         Some(index) => index,
         None => {
-            let msg = LinkBridge::new(name)
+            // Created down: IPv6 goes before the first up (see `disable_ipv6`).
+            let msg = LinkMessageBuilder::<LinkBridge>::new(name)
                 .address(bridge_mac(subnet_index))
                 .build();
             match handle.link().add(msg).execute().await {
@@ -50,6 +51,7 @@ pub(crate) async fn ensure(
             netlink::require_link(handle, "create bridge", name).await?
         }
     };
+    netlink::disable_ipv6(name)?;
     // Replace keeps this idempotent for a bridge a previous daemon left behind.
     handle
         .address()
@@ -61,11 +63,10 @@ pub(crate) async fn ensure(
             "add gateway address to",
             format!("{name} ({gateway})"),
         ))?;
+    // Also brings up a bridge a previous daemon left (or someone set down).
+    netlink::set_up(handle, index, name).await?;
     if created {
         tracing::info!(bridge = name, %gateway, "created user bridge");
-    } else {
-        // A bridge a previous daemon left (or someone set down) must forward again.
-        netlink::set_up(handle, index, name).await?;
     }
     Ok((index, created))
 }

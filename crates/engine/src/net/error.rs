@@ -124,7 +124,7 @@ pub enum NetError {
     #[error("setting {key}: {source}")]
     Sysctl {
         /// The sysctl path.
-        key: &'static str,
+        key: String,
         /// The underlying error.
         #[source]
         source: std::io::Error,

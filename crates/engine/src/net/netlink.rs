@@ -2,6 +2,7 @@
 //! deletion, link dumps and default-route detection.
 
 use std::net::Ipv4Addr;
+use std::path::Path;
 
 use futures_util::TryStreamExt;
 use rtnetlink::packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage};
@@ -196,3 +197,22 @@ pub(crate) async fn default_route_interface(handle: &Handle) -> Result<Option<St
         .map_err(nl_err("look up interface", format!("#{oif}")))?;
     Ok(msg.as_ref().and_then(summarize).map(|s| s.name))
 }
+
+/// Removes IPv6 from a host-side interface (before it goes up, so it never gets a link-local
+/// address).
+///
+/// Why: the isolation rules are IPv4 iptables. With a link-local address on the bridge or the
+/// host veth, a sandbox could reach any host service listening on `[::]` (sshd, the API …) via
+/// `fe80::…%eth0`, bypassing them. Hosts booted without IPv6 have nothing to disable.
+pub(crate) fn disable_ipv6(name: &str) -> Result<(), NetError> {
+    let key = format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6");
+    match std::fs::write(&key, "1") {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !Path::new(IPV6_CONF).exists() => {
+            Ok(())
+        }
+        Err(source) => Err(NetError::Sysctl { key, source }),
+    }
+}
+
+const IPV6_CONF: &str = "/proc/sys/net/ipv6/conf";

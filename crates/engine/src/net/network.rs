@@ -84,7 +84,7 @@ impl Network {
         let iptables = firewall::find_iptables()?;
         let handle = netlink::connect("host")?;
         std::fs::write(IP_FORWARD, "1").map_err(|source| NetError::Sysctl {
-            key: IP_FORWARD,
+            key: IP_FORWARD.to_string(),
             source,
         })?;
         let egress = match &config.egress_interface {

@@ -42,8 +42,8 @@ pub(crate) fn open_netns(path: &Path) -> Result<File, NetError> {
     })
 }
 
-/// Creates the veth pair: host end `host` enslaved to `bridge_index` and up, peer `eth0`
-/// created straight inside `netns` (one request; no rename, no move).
+/// Creates the veth pair: host end `host` enslaved to `bridge_index`, without IPv6, up; peer
+/// `eth0` created straight inside `netns` (one request; no rename, no move).
 pub(crate) async fn create(
     handle: &Handle,
     host: &str,
@@ -56,14 +56,16 @@ pub(crate) async fn create(
     let msg = LinkVeth::new(host, SANDBOX_IFACE)
         .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
         .controller(bridge_index)
-        .up()
         .build();
     handle
         .link()
         .add(msg)
         .execute()
         .await
-        .map_err(nl_err("create veth pair", host))
+        .map_err(nl_err("create veth pair", host))?;
+    netlink::disable_ipv6(host)?;
+    let index = netlink::require_link(handle, "create veth pair", host).await?;
+    netlink::set_up(handle, index, host).await
 }
 
 /// Deletes the host end (the kernel deletes the peer with it); returns whether it existed.
