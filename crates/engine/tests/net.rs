@@ -815,6 +815,17 @@ fn requested_ip_reattach_after_restart() {
             "sibling reaches the re-attached sandbox"
         );
 
+        // A key whose first 8 characters collide with a's cannot take a's veth, and its
+        // failed attach and detach leave a alone.
+        let twin = Sandbox::spawn(5);
+        let mut req = twin.req(1);
+        let twin_key = format!("{}ffffffff", &a.key[..8]);
+        req.key = &twin_key;
+        let err = net.attach(req).await.expect_err("veth name collision");
+        assert!(matches!(err, NetError::VethNameTaken { .. }), "{err}");
+        net.detach(1, &twin_key).await.expect("detach twin");
+        assert!(host_can_connect(at.ip, 1024).await, "a still reachable");
+
         // A dead netns fails cleanly.
         let gone = AttachRequest {
             subnet_index: 1,

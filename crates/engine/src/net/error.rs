@@ -53,6 +53,14 @@ pub enum NetError {
         /// The key.
         key: String,
     },
+    /// Another sandbox's key starts with the same 8 characters, so its host veth has this name.
+    #[error("host veth {name} is already used by sandbox {owner}")]
+    VethNameTaken {
+        /// The interface name.
+        name: String,
+        /// The key of the sandbox using it.
+        owner: String,
+    },
     /// Opening a netlink socket failed.
     #[error("opening a netlink socket ({context}): {source}")]
     Connect {

@@ -45,6 +45,9 @@ struct State {
     user_locks: HashMap<u32, Arc<tokio::sync::Mutex<()>>>,
     /// Users whose intra-bridge rule this process has ensured.
     ruled: HashSet<u32>,
+    /// Host veth name → the sandbox key using it. Names hold only 8 characters of the key, so
+    /// two keys can collide; the second must fail rather than delete the first one's veth.
+    veths: HashMap<String, String>,
 }
 
 impl fmt::Debug for Network {
@@ -103,6 +106,7 @@ impl Network {
             ipam: Ipam::new(config.base),
             user_locks: HashMap::new(),
             ruled: HashSet::new(),
+            veths: HashMap::new(),
         };
         Ok(Network {
             inner: Arc::new(Inner {
@@ -154,7 +158,8 @@ impl Network {
     }
 
     /// Wires a sandbox: the user's bridge (and its rule) if missing, an address, the veth pair,
-    /// and `eth0`/`lo`/default route inside the sandbox's netns.
+    /// and `eth0`/`lo`/default route inside the sandbox's netns. On error everything is rolled
+    /// back; if the future is dropped midway, call [`Network::detach`] to clean up.
     pub async fn attach(&self, req: AttachRequest<'_>) -> Result<Attachment, NetError> {
         let cfg = &self.inner.config;
         let subnet = user_subnet(cfg.base, req.subnet_index)?;
@@ -166,7 +171,14 @@ impl Network {
 
         let lock = self.user_lock(req.subnet_index);
         let _guard = lock.lock().await;
-        let ip = self.with_ipam(|ipam| ipam.allocate(req.subnet_index, req.key, req.ip))?;
+        self.claim_veth(&host_veth, req.key)?;
+        let ip = match self.with_ipam(|ipam| ipam.allocate(req.subnet_index, req.key, req.ip)) {
+            Ok(ip) => ip,
+            Err(e) => {
+                self.release_veth(&host_veth, req.key);
+                return Err(e);
+            }
+        };
         let wired = self
             .wire(
                 req.subnet_index,
@@ -219,11 +231,35 @@ impl Network {
         veth::configure_in_netns(netns, netns_path, ip, gateway).await
     }
 
+    /// Records that `key` uses `host_veth`; fails if another key already does.
+    fn claim_veth(&self, host_veth: &str, key: &str) -> Result<(), NetError> {
+        let mut state = self.state();
+        match state.veths.get(host_veth) {
+            Some(owner) if owner != key => Err(NetError::VethNameTaken {
+                name: host_veth.to_string(),
+                owner: owner.clone(),
+            }),
+            Some(_) => Ok(()),
+            None => {
+                state.veths.insert(host_veth.to_string(), key.to_string());
+                Ok(())
+            }
+        }
+    }
+
+    fn release_veth(&self, host_veth: &str, key: &str) {
+        let mut state = self.state();
+        if state.veths.get(host_veth).is_some_and(|owner| owner == key) {
+            state.veths.remove(host_veth);
+        }
+    }
+
     /// Best-effort rollback of a failed attach; errors are logged, the attach error wins.
     async fn unwire(&self, subnet_index: u32, key: &str, bridge: &str, host_veth: &str) {
         if let Err(e) = veth::delete(&self.inner.handle, host_veth).await {
             tracing::warn!(host_veth, error = %e, "rollback: deleting veth failed");
         }
+        self.release_veth(host_veth, key);
         let empty = self.with_ipam(|ipam| {
             ipam.release(subnet_index, key);
             ipam.in_use(subnet_index) == 0
@@ -253,7 +289,16 @@ impl Network {
 
         let lock = self.user_lock(subnet_index);
         let _guard = lock.lock().await;
-        veth::delete(handle, &host_veth).await?;
+        let foreign = self
+            .state()
+            .veths
+            .get(&host_veth)
+            .is_some_and(|owner| owner != key);
+        // A key refused for a name collision must not take the other sandbox's veth with it.
+        if !foreign {
+            veth::delete(handle, &host_veth).await?;
+            self.release_veth(&host_veth, key);
+        }
         let (ip, empty) = self.with_ipam(|ipam| {
             let ip = ipam.release(subnet_index, key);
             (ip, ipam.in_use(subnet_index) == 0)
@@ -286,6 +331,7 @@ impl Network {
             // a running sandbox is worse than reporting the inconsistency.
             live_users.insert(*subnet_index);
             let reserved = host_veth_name(&cfg.veth_prefix, key).and_then(|name| {
+                self.claim_veth(&name, key)?;
                 live_veths.insert(name);
                 self.with_ipam(|ipam| ipam.allocate(*subnet_index, key, Some(*ip)))
             });
