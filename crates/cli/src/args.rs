@@ -68,6 +68,9 @@ pub enum Command {
     /// Manage users and API keys (opens the database directly; no daemon needed)
     #[command(subcommand, arg_required_else_help = true)]
     User(UserCommand),
+    /// Build and list images (works on the local data dir; no daemon needed)
+    #[command(subcommand, arg_required_else_help = true)]
+    Image(ImageCommand),
     /// Run the daemon
     Serve,
     /// Show the CLI and server versions
@@ -270,4 +273,25 @@ mod tests {
             assert_eq!(Cli::try_parse_from(args).is_ok(), ok, "{alias}");
         }
     }
+}
+
+/// `image …` subcommands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum ImageCommand {
+    /// Build an image: `minimal` (Debian bookworm via debootstrap) or `tiny` (busybox)
+    Build(ImageBuildArgs),
+    /// List the images in the data dir
+    #[command(visible_alias = "ls")]
+    List,
+}
+
+/// `image build` arguments.
+#[derive(Debug, Clone, Args)]
+pub struct ImageBuildArgs {
+    /// Which image: `minimal` or `tiny`
+    pub name: String,
+
+    /// Rebuild even if it exists
+    #[arg(long)]
+    pub force: bool,
 }

@@ -15,6 +15,9 @@ pub enum EngineError {
         /// Why.
         reason: String,
     },
+    /// No complete image by that name.
+    #[error("image \"{0}\" not found")]
+    ImageNotFound(String),
     /// The engine does not know this sandbox.
     #[error("sandbox {0} not found in engine")]
     NotFound(String),

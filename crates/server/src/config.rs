@@ -3,7 +3,6 @@
 //! Every path, address, limit and timing lives here so tests can run many daemons side by side.
 //! Unknown keys are rejected so a typo does not silently fall back to a default.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -63,6 +62,53 @@ impl Default for AdminConfig {
     }
 }
 
+/// Settings of the `namespace` engine (all optional).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NamespaceOptions {
+    /// The static lohar binary; default: `lohar` beside the `bhatti` binary, else
+    /// `/usr/local/lib/bhatti/lohar`.
+    pub lohar_path: Option<PathBuf>,
+    /// Where images live (default `<data_dir>/images`).
+    pub images_dir: Option<PathBuf>,
+    /// Range all users' /24 subnets are carved from (user n gets the n-th /24).
+    pub subnet: String,
+    /// Interface for egress NAT (default: the default route's).
+    pub egress_interface: Option<String>,
+    /// First host uid/gid of sandbox id ranges (65 536 ids per sandbox).
+    pub uid_base: u32,
+    /// Most sandboxes (id ranges) on this host.
+    pub max_sandboxes: u32,
+    /// cgroup parent group.
+    pub cgroup_parent: String,
+    /// Per-sandbox process limit.
+    pub pids_max: u64,
+    /// Nameservers written into sandboxes (empty: keep the image's resolv.conf).
+    pub dns: Vec<String>,
+    /// Seconds create waits for lohar to answer.
+    pub ready_timeout_secs: u64,
+    /// Build the `minimal` image on first start when it is missing.
+    pub build_default_image: bool,
+}
+
+impl Default for NamespaceOptions {
+    fn default() -> Self {
+        Self {
+            lohar_path: None,
+            images_dir: None,
+            subnet: "10.0.0.0/8".into(),
+            egress_interface: None,
+            uid_base: 1_000_000,
+            max_sandboxes: 1000,
+            cgroup_parent: "bhatti".into(),
+            pids_max: 4096,
+            dns: Vec::new(),
+            ready_timeout_secs: 30,
+            build_default_image: true,
+        }
+    }
+}
+
 /// The daemon's settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -74,8 +120,8 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// Engine name: `namespace` (default), `gvisor`, `vm`.
     pub engine: String,
-    /// Engine-specific settings (subnets, paths …), interpreted by the engine.
-    pub engine_options: BTreeMap<String, serde_yaml::Value>,
+    /// Settings of the `namespace` engine.
+    pub namespace: NamespaceOptions,
     /// Public proxy listen address (not used yet).
     pub public_proxy_listen: Option<String>,
     /// Sent as `X-Bhatti-Min-CLI` when set.
@@ -106,7 +152,7 @@ impl Default for ServerConfig {
             listen: "127.0.0.1:8080".into(),
             data_dir: PathBuf::from("/var/lib/bhatti"),
             engine: "namespace".into(),
-            engine_options: BTreeMap::new(),
+            namespace: NamespaceOptions::default(),
             public_proxy_listen: None,
             min_cli_version: None,
             log_level: "info".into(),

@@ -98,6 +98,9 @@ fn service_response(e: ServiceError) -> Response {
             body(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
         }
         ServiceError::Engine(EngineError::NotFound(_)) => body(StatusCode::NOT_FOUND, "not found"),
+        ServiceError::Engine(e @ EngineError::ImageNotFound(_)) => {
+            body(StatusCode::NOT_FOUND, e.to_string())
+        }
         ServiceError::Engine(e @ EngineError::NotSupported { .. }) => {
             body(StatusCode::NOT_IMPLEMENTED, e.to_string())
         }

@@ -3,6 +3,7 @@
 mod completion;
 mod create;
 mod destroy;
+mod image;
 mod inspect;
 mod list;
 mod secret;
@@ -28,6 +29,7 @@ pub fn run(cli: Cli) -> Result<()> {
         // to start, and they make one request at a time).
         Command::Serve => serve::run(&ctx),
         Command::User(cmd) => user::run(&ctx, cmd),
+        Command::Image(cmd) => image::run(&ctx, cmd),
         Command::Completion(args) => completion::run(&args),
         cmd => {
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -42,7 +44,10 @@ pub fn run(cli: Cli) -> Result<()> {
                     Command::Secret(cmd) => secret::run(&ctx, cmd).await,
                     Command::Setup => setup::run(&ctx).await,
                     Command::Version => version::run(&ctx).await,
-                    Command::Serve | Command::User(_) | Command::Completion(_) => unreachable!(),
+                    Command::Serve
+                    | Command::User(_)
+                    | Command::Image(_)
+                    | Command::Completion(_) => unreachable!(),
                 }
             });
             ctx.warn_if_cli_too_old();

@@ -5,7 +5,11 @@ use crate::config::SandboxConfig;
 /// Applies the hostname (when configured) and resolv.conf (when nameservers are configured).
 pub fn apply(config: &SandboxConfig) -> std::io::Result<()> {
     if !config.hostname.is_empty() {
-        nix::unistd::sethostname(&config.hostname).map_err(std::io::Error::from)?;
+        // The engine usually sets it already (lohar itself lacks CAP_SYS_ADMIN in a sandbox).
+        let current = nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned());
+        if current.as_deref().ok() != Some(config.hostname.as_str()) {
+            nix::unistd::sethostname(&config.hostname).map_err(std::io::Error::from)?;
+        }
         std::fs::write("/etc/hostname", format!("{}\n", config.hostname))?;
         std::fs::write("/etc/hosts", hosts_file(&config.hostname))?;
     }

@@ -16,6 +16,9 @@ pub fn loopback_up() -> std::io::Result<()> {
     let result = unsafe {
         if libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut ifr) < 0 {
             Err(std::io::Error::last_os_error())
+        } else if ifr.ifr_ifru.ifru_flags & libc::IFF_UP as libc::c_short != 0 {
+            // Already up (the engine does it from outside): nothing to do.
+            Ok(())
         } else {
             ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
             if libc::ioctl(fd, libc::SIOCSIFFLAGS, &ifr) < 0 {
