@@ -294,4 +294,8 @@ pub struct ImageBuildArgs {
     /// Rebuild even if it exists
     #[arg(long)]
     pub force: bool,
+
+    /// Images directory (default: the daemon's, `<data_dir>/images`)
+    #[arg(long)]
+    pub dir: Option<std::path::PathBuf>,
 }

@@ -45,6 +45,24 @@ pub trait Engine: Send + Sync + 'static {
 
     /// Where and how to reach the sandbox's lohar.
     async fn agent(&self, engine_id: &str) -> Result<AgentEndpoint, EngineError>;
+
+    /// After a daemon restart: adopts each listed sandbox whose processes still run, starts the
+    /// others again over their kept filesystem, and removes whatever the engine holds for
+    /// sandboxes not listed (a crashed daemon's leftovers). `spec.id` is the engine id.
+    async fn recover(&self, sandboxes: Vec<SandboxSpec>) -> Vec<(String, Result<Created, EngineError>)> {
+        sandboxes
+            .into_iter()
+            .map(|s| {
+                (
+                    s.id,
+                    Err(EngineError::NotSupported {
+                        engine: self.name(),
+                        what: "recovery after a restart",
+                    }),
+                )
+            })
+            .collect()
+    }
 }
 
 /// An engine that cannot run sandboxes on this host, with the reason. The daemon still serves
@@ -91,5 +109,8 @@ impl Engine for Unavailable {
     }
     async fn agent(&self, _engine_id: &str) -> Result<AgentEndpoint, EngineError> {
         Err(self.err())
+    }
+    async fn recover(&self, sandboxes: Vec<SandboxSpec>) -> Vec<(String, Result<Created, EngineError>)> {
+        sandboxes.into_iter().map(|s| (s.id, Err(self.err()))).collect()
     }
 }

@@ -5,6 +5,7 @@ mod common;
 
 use std::time::Duration;
 
+use bhatti_engine::namespace::NamespaceEngine;
 use bhatti_engine::Engine;
 use bhatti_proto::msg::ExecRequest;
 use common::*;
@@ -439,4 +440,62 @@ root_test!(unknown_image_is_a_clear_error, || async {
         matches!(err, bhatti_engine::EngineError::ImageNotFound(_)),
         "{err}"
     );
+});
+
+root_test!(recovery_adopts_restarts_and_cleans, || async {
+    let t = engine().await;
+    let cfg = t.engine.config().clone();
+    let running = spec("keep-running", "tiny", 1);
+    let restart = {
+        let mut s = spec("restart-me", "tiny", 1);
+        s.init = Some("echo booted >> /workspace/boots; exec sleep 1000".into());
+        s
+    };
+    let orphan = spec("orphan", "tiny", 2);
+    let a = create(&t, &running).await;
+    let b = create(&t, &restart).await;
+    let c = create(&t, &orphan).await;
+    sh(&a, "echo kept > /workspace/a.txt").await;
+    sh(&b, "echo kept > /workspace/b.txt").await;
+    let a_meta = t.engine.meta(&a.engine_id).unwrap();
+    let b_meta = t.engine.meta(&b.engine_id).unwrap();
+    // The daemon "crashes": the engine value is gone, sandboxes keep running. Then b's
+    // processes die too (e.g. the host rebooted them away).
+    let b_cgroup = t.engine.cgroup(&b.engine_id).unwrap();
+    // (t.engine is simply no longer used; a new engine value takes over.)
+    b_cgroup.kill_all().unwrap();
+
+    let engine = NamespaceEngine::new(cfg).await.expect("engine restarts");
+    let results = engine.recover(vec![running.clone(), restart.clone()]).await;
+    assert_eq!(results.len(), 2);
+    for (id, r) in &results {
+        assert!(r.is_ok(), "{id}: {r:?}");
+    }
+    // a: the same process, adopted.
+    assert_eq!(engine.meta(&a.engine_id).unwrap().pid, a_meta.pid);
+    let a2 = Sandbox { engine_id: a.engine_id.clone(), client: bhatti_engine::agent::AgentClient::new(engine.agent(&a.engine_id).await.unwrap()), ip: a.ip };
+    assert_eq!(stdout(&sh(&a2, "cat /workspace/a.txt").await), "kept");
+    // b: restarted over its kept filesystem, same IP, init ran again.
+    let b_new = engine.meta(&b.engine_id).unwrap();
+    assert_ne!(b_new.pid, b_meta.pid);
+    assert_eq!(b_new.ip, b_meta.ip);
+    let b2 = Sandbox { engine_id: b.engine_id.clone(), client: bhatti_engine::agent::AgentClient::new(engine.agent(&b.engine_id).await.unwrap()), ip: b.ip };
+    assert_eq!(stdout(&sh(&b2, "cat /workspace/b.txt; id -u").await), "kept\n1000");
+    let mut boots = String::new();
+    for _ in 0..50 {
+        boots = stdout(&sh(&b2, "cat /workspace/boots").await);
+        if boots.lines().count() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(boots, "booted\nbooted");
+    // c: not in the store, so its leftovers are gone.
+    assert!(!t.dir.path().join("sandboxes").join(&c.engine_id).exists());
+    assert!(engine.cgroup(&c.engine_id).is_none());
+    let c_alive = c.client.exec(&ExecRequest::command(["true"]), None, Some(Duration::from_secs(2))).await;
+    assert!(c_alive.is_err(), "orphan sandbox still answers");
+    for id in [&a.engine_id, &b.engine_id] {
+        engine.destroy(id).await.unwrap();
+    }
 });

@@ -13,7 +13,11 @@ use crate::args::{ImageBuildArgs, ImageCommand};
 use crate::output;
 
 pub fn run(ctx: &Ctx, cmd: ImageCommand) -> Result<()> {
-    let store = ImageStore::new(images_dir(ctx)?).context("open the images directory")?;
+    let dir = match &cmd {
+        ImageCommand::Build(ImageBuildArgs { dir: Some(d), .. }) => d.clone(),
+        _ => images_dir(ctx)?,
+    };
+    let store = ImageStore::new(dir).context("open the images directory")?;
     match cmd {
         ImageCommand::List => list(ctx, &store),
         ImageCommand::Build(args) => build(ctx, &store, &args),

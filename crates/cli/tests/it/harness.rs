@@ -149,6 +149,7 @@ impl Env {
             image: "minimal".into(),
             labels: [("team".to_string(), "a".to_string())].into(),
             subnet_index: 1,
+            launch: Default::default(),
         };
         store.with(|c| sandboxes::insert(c, &row)).unwrap();
     }

@@ -73,36 +73,42 @@ pub fn debian_mirror() -> String {
     if let Ok(s) = std::fs::read_to_string("/etc/apt/sources.list") {
         sources.push(s);
     }
-    for e in std::fs::read_dir("/etc/apt/sources.list.d")
+    let mut files: Vec<_> = std::fs::read_dir("/etc/apt/sources.list.d")
         .into_iter()
         .flatten()
         .flatten()
-    {
-        if let Ok(s) = std::fs::read_to_string(e.path()) {
-            sources.push(s);
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "list" || x == "sources"))
+        .collect();
+    files.sort();
+    sources.extend(files.iter().filter_map(|p| std::fs::read_to_string(p).ok()));
+    mirror_from_sources(&sources).unwrap_or_else(|| "http://deb.debian.org/debian".into())
+}
+
+/// The first Debian archive URL (not security, not a third-party repository) in apt sources,
+/// one-line or deb822 format.
+pub fn mirror_from_sources(sources: &[String]) -> Option<String> {
+    let is_debian = |url: &str| {
+        let u = url.trim_end_matches('/');
+        (u.starts_with("http://") || u.starts_with("https://"))
+            && u.ends_with("/debian")
+            && !u.contains("security")
+    };
+    for s in sources {
+        for line in s.lines().map(str::trim).filter(|l| !l.starts_with('#')) {
+            let words: Vec<&str> = if let Some(rest) = line.strip_prefix("deb ") {
+                rest.split_whitespace().collect()
+            } else if let Some(rest) = line.strip_prefix("URIs:") {
+                rest.split_whitespace().collect()
+            } else {
+                continue;
+            };
+            if let Some(url) = words.into_iter().find(|w| is_debian(w)) {
+                return Some(url.trim_end_matches('/').to_string());
+            }
         }
     }
-    for s in &sources {
-        for line in s.lines().map(str::trim) {
-            // One-line format: "deb [opts] URL suite components".
-            if let Some(rest) = line.strip_prefix("deb ") {
-                if let Some(url) = rest.split_whitespace().find(|w| w.starts_with("http")) {
-                    if !url.contains("security") {
-                        return url.trim_end_matches('/').to_string();
-                    }
-                }
-            }
-            // deb822 format: "URIs: URL".
-            if let Some(rest) = line.strip_prefix("URIs:") {
-                if let Some(url) = rest.split_whitespace().find(|w| w.starts_with("http")) {
-                    if !url.contains("security") {
-                        return url.trim_end_matches('/').to_string();
-                    }
-                }
-            }
-        }
-    }
-    "http://deb.debian.org/debian".into()
+    None
 }
 
 fn write(p: &Path, content: &str, mode: u32) -> Result<(), ImageError> {
@@ -311,6 +317,17 @@ pub fn build_minimal(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mirror_detection() {
+        let deb822 = "Types: deb\n# http://snapshot.debian.org/archive/debian/x\nURIs: http://deb.debian.org/debian\nSuites: bookworm\n".to_string();
+        let third = "Types: deb\nURIs: https://deb.nodesource.com/node_20.x\n".to_string();
+        let security = "deb http://security.debian.org/debian-security bookworm-security main".to_string();
+        let oneline = "deb [arch=amd64] http://mirror.example/debian/ bookworm main".to_string();
+        assert_eq!(mirror_from_sources(&[third.clone(), deb822]).as_deref(), Some("http://deb.debian.org/debian"));
+        assert_eq!(mirror_from_sources(&[security, oneline]).as_deref(), Some("http://mirror.example/debian"));
+        assert_eq!(mirror_from_sources(&[third]), None);
+    }
 
     #[test]
     fn timestamp_shape() {

@@ -13,6 +13,9 @@ use serde::{Deserialize, Serialize};
 use super::launch::{self, LaunchError};
 use super::protocol::LaunchSpec;
 use super::slots::Slots;
+
+#[path = "recover.rs"]
+mod recover;
 use crate::agent::AgentClient;
 use crate::cgroups::{Cgroup, Cgroups, Limits};
 use crate::image::ImageStore;
@@ -148,6 +151,11 @@ impl NamespaceEngine {
         })
     }
 
+    /// The configuration it was started with.
+    pub fn config(&self) -> &NamespaceConfig {
+        &self.cfg
+    }
+
     /// The image store.
     pub fn images(&self) -> &ImageStore {
         &self.images
@@ -199,6 +207,7 @@ impl NamespaceEngine {
         slot: u32,
         image_rootfs: PathBuf,
         cgroup: &Cgroup,
+        want_ip: Option<Ipv4Addr>,
     ) -> Result<(i32, Ipv4Addr), EngineError> {
         let uid_base = self.slots.uid_base(self.cfg.uid_base, slot);
         let launch_spec = LaunchSpec {
@@ -229,7 +238,7 @@ impl NamespaceEngine {
                             subnet_index: spec.subnet_index,
                             key: engine_id,
                             netns: &netns,
-                            ip: None,
+                            ip: want_ip,
                         })
                         .await
                         .map_err(|e| LaunchError {
@@ -293,23 +302,19 @@ fn remove_tree(p: &Path) -> std::io::Result<()> {
     }
 }
 
-/// A 16-hex engine id.
-fn new_engine_id() -> String {
-    let mut b = [0u8; 8];
-    getrandom(&mut b);
-    b.iter().map(|x| format!("{x:02x}")).collect()
+/// Engine ids name directories, cgroups and veths: lowercase hex only.
+fn valid_key(id: &str) -> bool {
+    (8..=32).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
-fn getrandom(buf: &mut [u8]) {
-    use std::io::Read;
-    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
-        let _ = f.read_exact(buf);
-    }
-}
-
+/// Alive and not a zombie.
 fn pid_alive(pid: i32) -> bool {
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| !s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+        .unwrap_or(false)
 }
+
+const STATE_FILE: &str = "state.json";
 
 #[async_trait]
 impl Engine for NamespaceEngine {
@@ -329,7 +334,15 @@ impl Engine for NamespaceEngine {
             crate::image::ImageError::NotFound(n) => EngineError::ImageNotFound(n),
             other => io("resolve image", other),
         })?;
-        let engine_id = new_engine_id();
+        // The engine id is the server's id, so a crash between our create and the server
+        // recording its result still leaves resources the server can name (and destroy).
+        if !valid_key(&spec.id) {
+            return Err(io("create", format!("invalid sandbox id {:?}", spec.id)));
+        }
+        if self.dir(&spec.id).exists() {
+            return Err(io("create", format!("sandbox {} already exists", spec.id)));
+        }
+        let engine_id = spec.id.clone();
         let slot = self
             .slots
             .acquire()
@@ -347,7 +360,7 @@ impl Engine for NamespaceEngine {
             }
         };
         let launched = self
-            .launch(&engine_id, spec, slot, image_rootfs, &cgroup)
+            .launch(&engine_id, spec, slot, image_rootfs, &cgroup, None)
             .await;
         let (pid, ip) = match launched {
             Ok(v) => v,
@@ -398,11 +411,18 @@ impl Engine for NamespaceEngine {
                 .await;
             return Err(io("wait for lohar", e));
         }
+        if let Err(e) = self.save_state(&engine_id, &meta) {
+            tracing::warn!(sandbox = %engine_id, error = %e, "could not persist sandbox state");
+        }
         Ok(Created {
             engine_id,
             ip: Some(ip),
             meta: serde_json::to_value(&meta).unwrap_or_default(),
         })
+    }
+
+    async fn recover(&self, sandboxes: Vec<SandboxSpec>) -> Vec<(String, Result<Created, EngineError>)> {
+        self.recover_all(sandboxes).await
     }
 
     async fn destroy(&self, engine_id: &str) -> Result<(), EngineError> {

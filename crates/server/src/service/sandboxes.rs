@@ -18,7 +18,7 @@ use crate::ids;
 use crate::state::AppState;
 use crate::store::events::{self, NewEvent};
 use crate::store::now_rfc3339;
-use crate::store::sandboxes::{self, SandboxRow, STATUS_CREATING, STATUS_FAILED};
+use crate::store::sandboxes::{self, LaunchParams, SandboxRow, STATUS_CREATING, STATUS_FAILED};
 use crate::store::users::UserRow;
 use crate::validate;
 
@@ -183,6 +183,11 @@ pub async fn create(
         }
     }
 
+    let launch = LaunchParams {
+        env: plan.env.clone(),
+        secrets: plan.secrets.clone(),
+        init: plan.init.clone(),
+    };
     let secret_env = secret_svc::resolve(st, user, std::mem::take(&mut plan.secrets)).await?;
     let mut env = std::mem::take(&mut plan.env);
     env.extend(secret_env); // secrets override same-named env entries
@@ -207,6 +212,7 @@ pub async fn create(
         image: plan.image.clone(),
         labels: plan.labels.clone(),
         subnet_index: user.subnet_index,
+        launch,
     };
 
     // Count check and insert in one transaction, so concurrent creates cannot overshoot.
@@ -313,6 +319,91 @@ async fn finish_create(
     out.engine_meta = created.meta;
     out.status = "running".into();
     Ok(out.to_api())
+}
+
+/// What startup recovery did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Recovery {
+    /// Sandboxes running again (adopted or restarted).
+    pub recovered: usize,
+    /// Sandboxes marked `unknown`.
+    pub lost: usize,
+}
+
+/// At startup: asks the engine to adopt or restart every sandbox the store says should run.
+/// Those it cannot bring back become `unknown` (reason logged and recorded as an event) — never
+/// silently dropped; a later start tries them again.
+pub async fn recover(st: &AppState) -> Result<Recovery, ServiceError> {
+    let rows = st.store.call(|c| sandboxes::to_recover(c)).await?;
+    let owners: BTreeMap<String, UserRow> = st
+        .store
+        .call(|c| crate::store::users::list_with_counts(c))
+        .await?
+        .into_iter()
+        .map(|(u, _)| (u.id.clone(), u))
+        .collect();
+    let mut specs = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let mut env = row.launch.env.clone();
+        if let Some(owner) = owners.get(&row.created_by) {
+            for name in &row.launch.secrets {
+                // A secret deleted since create is left out rather than blocking the restart.
+                match secret_svc::resolve(st, owner, vec![name.clone()]).await {
+                    Ok(v) => env.extend(v),
+                    Err(e) => tracing::warn!(sandbox = %row.id, secret = %name, error = %e, "secret not injected on restart"),
+                }
+            }
+        }
+        specs.push(SandboxSpec {
+            id: row.engine_id.clone(),
+            name: row.name.clone(),
+            user_id: row.created_by.clone(),
+            subnet_index: row.subnet_index,
+            image: row.image.clone(),
+            cpus: row.cpus,
+            memory_mb: row.memory_mb,
+            env,
+            files: Vec::new(),
+            init: row.launch.init.clone(),
+            agent_token: row.agent_token.clone(),
+        });
+    }
+    let results = st.engine.recover(specs).await;
+    let mut report = Recovery::default();
+    for (engine_id, result) in results {
+        let Some(row) = rows.iter().find(|r| r.engine_id == engine_id) else {
+            continue;
+        };
+        let id = row.id.clone();
+        match result {
+            Ok(c) => {
+                let ip = c.ip.map(|i| i.to_string()).unwrap_or_default();
+                st.store
+                    .call(move |conn| sandboxes::mark_created(conn, &id, &c.engine_id, &ip, &c.meta, "running"))
+                    .await?;
+                report.recovered += 1;
+            }
+            // The engine cannot run anything on this host now: leave the records as they are.
+            Err(bhatti_engine::EngineError::Unavailable { .. }) => {}
+            Err(e) => {
+                tracing::error!(sandbox = %row.id, error = %e, "sandbox could not be recovered");
+                let ev = NewEvent::new(
+                    "sandbox.recovery_failed",
+                    &row.created_by,
+                    &row.id,
+                    json!({"name": row.name, "error": e.to_string()}),
+                );
+                st.store
+                    .call(move |conn| {
+                        sandboxes::set_status(conn, &id, "unknown", None)?;
+                        events::insert(conn, &[ev])
+                    })
+                    .await?;
+                report.lost += 1;
+            }
+        }
+    }
+    Ok(report)
 }
 
 /// Parses `label=k=v` query pairs into filters.

@@ -75,6 +75,11 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX events_type_ts ON events(type, ts);
     CREATE INDEX events_user_ts ON events(user_id, ts);
     "#,
+    // 2: what a sandbox was started with (env without secrets, secret names, init), so the
+    // daemon can start it again after a crash without keeping secret values in clear.
+    r#"
+    ALTER TABLE sandboxes ADD COLUMN launch_json TEXT NOT NULL DEFAULT '{}';
+    "#,
 ];
 
 /// The schema version this binary writes.

@@ -52,6 +52,23 @@ pub struct SandboxRow {
     pub labels: BTreeMap<String, String>,
     /// Owner's subnet index at creation.
     pub subnet_index: u32,
+    /// What the sandbox was started with (for restarts after a crash).
+    pub launch: LaunchParams,
+}
+
+/// A sandbox's start parameters, minus secret values (secrets are kept by name and decrypted
+/// again when needed).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct LaunchParams {
+    /// Environment from the create request.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Names of secrets injected as environment variables.
+    #[serde(default)]
+    pub secrets: Vec<String>,
+    /// The init script.
+    #[serde(default)]
+    pub init: Option<String>,
 }
 
 impl SandboxRow {
@@ -85,7 +102,8 @@ impl SandboxRow {
 }
 
 const COLS: &str = "id, name, template_id, engine, engine_id, status, ip, engine_meta_json, created_by,
-    created_at, stopped_at, agent_token, keep_hot, cpus, memory_mb, disk_size_mb, image, labels, subnet_index";
+    created_at, stopped_at, agent_token, keep_hot, cpus, memory_mb, disk_size_mb, image, labels, subnet_index,
+    launch_json";
 
 fn from_row(r: &Row<'_>) -> rusqlite::Result<SandboxRow> {
     let meta: String = r.get(7)?;
@@ -111,13 +129,14 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<SandboxRow> {
         image: r.get(16)?,
         labels: serde_json::from_str(&labels).unwrap_or_default(),
         subnet_index: r.get(18)?,
+        launch: serde_json::from_str(&r.get::<_, String>(19)?).unwrap_or_default(),
     })
 }
 
 /// Inserts a new row.
 pub fn insert(conn: &Connection, s: &SandboxRow) -> Result<(), StoreError> {
     conn.execute(
-        &format!("INSERT INTO sandboxes ({COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)"),
+        &format!("INSERT INTO sandboxes ({COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)"),
         params![
             s.id,
             s.name,
@@ -138,6 +157,7 @@ pub fn insert(conn: &Connection, s: &SandboxRow) -> Result<(), StoreError> {
             s.image,
             serde_json::to_string(&s.labels)?,
             s.subnet_index,
+            serde_json::to_string(&s.launch)?,
         ],
     )?;
     Ok(())
@@ -228,6 +248,16 @@ pub fn set_status(
 /// Deletes a row; false if it did not exist.
 pub fn delete(conn: &Connection, id: &str) -> Result<bool, StoreError> {
     Ok(conn.execute("DELETE FROM sandboxes WHERE id = ?1", [id])? == 1)
+}
+
+/// Every sandbox the engine should be running (for recovery at startup): running ones, and
+/// `unknown` ones an earlier start could not bring back.
+pub fn to_recover(conn: &Connection) -> Result<Vec<SandboxRow>, StoreError> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {COLS} FROM sandboxes WHERE status IN ('running', 'unknown') AND engine_id != '' ORDER BY created_at"
+    ))?;
+    let rows = stmt.query_map([], from_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 /// Marks rows a crash left in `creating` as `failed`; returns how many.

@@ -109,6 +109,7 @@ async fn interrupted_create_becomes_failed_and_can_be_destroyed() {
                     image: "minimal".into(),
                     labels: Default::default(),
                     subnet_index: 1,
+                    launch: Default::default(),
                 },
             )
         })
