@@ -49,7 +49,10 @@ pub trait Engine: Send + Sync + 'static {
     /// After a daemon restart: adopts each listed sandbox whose processes still run, starts the
     /// others again over their kept filesystem, and removes whatever the engine holds for
     /// sandboxes not listed (a crashed daemon's leftovers). `spec.id` is the engine id.
-    async fn recover(&self, sandboxes: Vec<SandboxSpec>) -> Vec<(String, Result<Created, EngineError>)> {
+    async fn recover(
+        &self,
+        sandboxes: Vec<SandboxSpec>,
+    ) -> Vec<(String, Result<Created, EngineError>)> {
         sandboxes
             .into_iter()
             .map(|s| {
@@ -110,7 +113,13 @@ impl Engine for Unavailable {
     async fn agent(&self, _engine_id: &str) -> Result<AgentEndpoint, EngineError> {
         Err(self.err())
     }
-    async fn recover(&self, sandboxes: Vec<SandboxSpec>) -> Vec<(String, Result<Created, EngineError>)> {
-        sandboxes.into_iter().map(|s| (s.id, Err(self.err()))).collect()
+    async fn recover(
+        &self,
+        sandboxes: Vec<SandboxSpec>,
+    ) -> Vec<(String, Result<Created, EngineError>)> {
+        sandboxes
+            .into_iter()
+            .map(|s| (s.id, Err(self.err())))
+            .collect()
     }
 }

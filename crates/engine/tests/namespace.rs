@@ -473,14 +473,25 @@ root_test!(recovery_adopts_restarts_and_cleans, || async {
     }
     // a: the same process, adopted.
     assert_eq!(engine.meta(&a.engine_id).unwrap().pid, a_meta.pid);
-    let a2 = Sandbox { engine_id: a.engine_id.clone(), client: bhatti_engine::agent::AgentClient::new(engine.agent(&a.engine_id).await.unwrap()), ip: a.ip };
+    let a2 = Sandbox {
+        engine_id: a.engine_id.clone(),
+        client: bhatti_engine::agent::AgentClient::new(engine.agent(&a.engine_id).await.unwrap()),
+        ip: a.ip,
+    };
     assert_eq!(stdout(&sh(&a2, "cat /workspace/a.txt").await), "kept");
     // b: restarted over its kept filesystem, same IP, init ran again.
     let b_new = engine.meta(&b.engine_id).unwrap();
     assert_ne!(b_new.pid, b_meta.pid);
     assert_eq!(b_new.ip, b_meta.ip);
-    let b2 = Sandbox { engine_id: b.engine_id.clone(), client: bhatti_engine::agent::AgentClient::new(engine.agent(&b.engine_id).await.unwrap()), ip: b.ip };
-    assert_eq!(stdout(&sh(&b2, "cat /workspace/b.txt; id -u").await), "kept\n1000");
+    let b2 = Sandbox {
+        engine_id: b.engine_id.clone(),
+        client: bhatti_engine::agent::AgentClient::new(engine.agent(&b.engine_id).await.unwrap()),
+        ip: b.ip,
+    };
+    assert_eq!(
+        stdout(&sh(&b2, "cat /workspace/b.txt; id -u").await),
+        "kept\n1000"
+    );
     let mut boots = String::new();
     for _ in 0..50 {
         boots = stdout(&sh(&b2, "cat /workspace/boots").await);
@@ -493,7 +504,14 @@ root_test!(recovery_adopts_restarts_and_cleans, || async {
     // c: not in the store, so its leftovers are gone.
     assert!(!t.dir.path().join("sandboxes").join(&c.engine_id).exists());
     assert!(engine.cgroup(&c.engine_id).is_none());
-    let c_alive = c.client.exec(&ExecRequest::command(["true"]), None, Some(Duration::from_secs(2))).await;
+    let c_alive = c
+        .client
+        .exec(
+            &ExecRequest::command(["true"]),
+            None,
+            Some(Duration::from_secs(2)),
+        )
+        .await;
     assert!(c_alive.is_err(), "orphan sandbox still answers");
     for id in [&a.engine_id, &b.engine_id] {
         engine.destroy(id).await.unwrap();

@@ -178,7 +178,11 @@ impl Server {
         // The store is the truth: bring the engine in line before serving anything.
         match crate::service::sandboxes::recover(&state).await {
             Ok(r) if r.recovered + r.lost > 0 => {
-                tracing::info!(recovered = r.recovered, lost = r.lost, "sandbox recovery done")
+                tracing::info!(
+                    recovered = r.recovered,
+                    lost = r.lost,
+                    "sandbox recovery done"
+                )
             }
             Ok(_) => {}
             Err(e) => tracing::error!(error = %e, "sandbox recovery failed"),

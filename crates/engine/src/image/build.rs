@@ -322,10 +322,17 @@ mod tests {
     fn mirror_detection() {
         let deb822 = "Types: deb\n# http://snapshot.debian.org/archive/debian/x\nURIs: http://deb.debian.org/debian\nSuites: bookworm\n".to_string();
         let third = "Types: deb\nURIs: https://deb.nodesource.com/node_20.x\n".to_string();
-        let security = "deb http://security.debian.org/debian-security bookworm-security main".to_string();
+        let security =
+            "deb http://security.debian.org/debian-security bookworm-security main".to_string();
         let oneline = "deb [arch=amd64] http://mirror.example/debian/ bookworm main".to_string();
-        assert_eq!(mirror_from_sources(&[third.clone(), deb822]).as_deref(), Some("http://deb.debian.org/debian"));
-        assert_eq!(mirror_from_sources(&[security, oneline]).as_deref(), Some("http://mirror.example/debian"));
+        assert_eq!(
+            mirror_from_sources(&[third.clone(), deb822]).as_deref(),
+            Some("http://deb.debian.org/debian")
+        );
+        assert_eq!(
+            mirror_from_sources(&[security, oneline]).as_deref(),
+            Some("http://mirror.example/debian")
+        );
         assert_eq!(mirror_from_sources(&[third]), None);
     }
 

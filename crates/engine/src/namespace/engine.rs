@@ -304,13 +304,22 @@ fn remove_tree(p: &Path) -> std::io::Result<()> {
 
 /// Engine ids name directories, cgroups and veths: lowercase hex only.
 fn valid_key(id: &str) -> bool {
-    (8..=32).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    (8..=32).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// Alive and not a zombie.
 fn pid_alive(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| !s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+        .map(|s| {
+            !s.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
         .unwrap_or(false)
 }
 
@@ -421,7 +430,10 @@ impl Engine for NamespaceEngine {
         })
     }
 
-    async fn recover(&self, sandboxes: Vec<SandboxSpec>) -> Vec<(String, Result<Created, EngineError>)> {
+    async fn recover(
+        &self,
+        sandboxes: Vec<SandboxSpec>,
+    ) -> Vec<(String, Result<Created, EngineError>)> {
         self.recover_all(sandboxes).await
     }
 

@@ -31,6 +31,12 @@ pub fn main(args: &[String]) -> i32 {
         eprintln!("usage: bhatti __nsinit <fd> (internal: started by the daemon)");
         return 2;
     };
+    // If the daemon dies mid-launch, so do we (before any sandbox process exists); the daemon
+    // removes what we built when it starts again.
+    let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
+    if nix::unistd::getppid().as_raw() == 1 {
+        return 1;
+    }
     // SAFETY: the daemon passes us this open socket and nothing else owns it.
     let sock = unsafe { UnixStream::from_raw_fd(fd) };
     // Children must not inherit it across exec (lohar never sees the daemon's socket).
@@ -99,6 +105,9 @@ fn run(link: &mut Link) -> Result<(), (String, String)> {
     setns(&ns.mnt, CloneFlags::CLONE_NEWNS)
         .map_err(|e| ("enter mount namespace".into(), e.to_string()))?;
     rootfs::prepare(&spec, &ns.user).map_err(fail("prepare root filesystem"))?;
+    // The sandbox's init works relative to its root (see `rootfs::enter`).
+    nix::unistd::chdir(&rootfs::Layout::of(&spec.dir).merged)
+        .map_err(|e| ("chdir to the new root".into(), e.to_string()))?;
     setns(&ns.user, CloneFlags::CLONE_NEWUSER)
         .map_err(|e| ("enter user namespace".into(), e.to_string()))?;
     drop(ns);
@@ -132,7 +141,7 @@ fn run(link: &mut Link) -> Result<(), (String, String)> {
             Ok(())
         }
         ForkResult::Child => {
-            let err = sandbox_init(&spec);
+            let err = sandbox_init();
             link.send(&FromLauncher::Failed {
                 step: "sandbox init".into(),
                 error: err,
@@ -217,8 +226,8 @@ fn become_root() -> Result<(), String> {
 }
 
 /// PID 1 of the sandbox, before it becomes lohar. Returns only on failure.
-fn sandbox_init(spec: &LaunchSpec) -> String {
-    if let Err(e) = rootfs::enter(&spec.dir) {
+fn sandbox_init() -> String {
+    if let Err(e) = rootfs::enter() {
         return e;
     }
     if let Err(e) = caps::restrict_bounding_set() {

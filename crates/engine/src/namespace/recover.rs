@@ -15,7 +15,10 @@ impl NamespaceEngine {
     pub(super) fn save_state(&self, engine_id: &str, meta: &SandboxMeta) -> std::io::Result<()> {
         let dir = self.dir(engine_id);
         let tmp = dir.join(format!("{STATE_FILE}.tmp"));
-        std::fs::write(&tmp, serde_json::to_vec_pretty(meta).map_err(std::io::Error::other)?)?;
+        std::fs::write(
+            &tmp,
+            serde_json::to_vec_pretty(meta).map_err(std::io::Error::other)?,
+        )?;
         std::fs::rename(tmp, dir.join(STATE_FILE))
     }
 
@@ -40,15 +43,18 @@ impl NamespaceEngine {
             let cgroup = self.cgroups.open(&spec.id);
             match (state, cgroup) {
                 (Some(meta), Some(cg))
-                    if pid_alive(meta.pid) && cg.pids().map(|p| p.contains(&meta.pid)).unwrap_or(false) =>
+                    if pid_alive(meta.pid)
+                        && cg.pids().map(|p| p.contains(&meta.pid)).unwrap_or(false) =>
                 {
                     alive.push((spec, meta, cg))
                 }
                 (state, _) => dead.push((spec, state)),
             }
         }
-        let live_net: Vec<(u32, String, std::net::Ipv4Addr)> =
-            alive.iter().map(|(s, m, _)| (m.subnet_index, s.id.clone(), m.ip)).collect();
+        let live_net: Vec<(u32, String, std::net::Ipv4Addr)> = alive
+            .iter()
+            .map(|(s, m, _)| (m.subnet_index, s.id.clone(), m.ip))
+            .collect();
         if let Err(e) = self.net.reconcile(&live_net).await {
             tracing::warn!(error = %e, "network reconcile failed");
         }
@@ -94,12 +100,20 @@ impl NamespaceEngine {
 
     /// Starts a sandbox's processes again over its kept upper layer, with the same id range
     /// (its files are owned by it) and, when free, the same IP.
-    async fn restart(&self, spec: &SandboxSpec, meta: Option<SandboxMeta>) -> Result<Created, EngineError> {
-        let meta = meta.ok_or_else(|| io("restart", "no saved state (sandbox filesystem missing)"))?;
+    async fn restart(
+        &self,
+        spec: &SandboxSpec,
+        meta: Option<SandboxMeta>,
+    ) -> Result<Created, EngineError> {
+        let meta =
+            meta.ok_or_else(|| io("restart", "no saved state (sandbox filesystem missing)"))?;
         if !self.dir(&spec.id).join("upper").is_dir() {
             return Err(io("restart", "sandbox filesystem missing"));
         }
-        let image_rootfs = self.images.rootfs(&spec.image).map_err(|e| io("resolve image", e))?;
+        let image_rootfs = self
+            .images
+            .rootfs(&spec.image)
+            .map_err(|e| io("resolve image", e))?;
         if let Some(old) = self.cgroups.open(&spec.id) {
             let _ = tokio::task::spawn_blocking(move || old.destroy()).await;
         }
@@ -113,14 +127,26 @@ impl NamespaceEngine {
             memory_mb: spec.memory_mb,
             pids_max: self.cfg.pids_max,
         };
-        let cgroup = self.cgroups.create(&spec.id, &limits).map_err(|e| io("create cgroup", e))?;
+        let cgroup = self
+            .cgroups
+            .create(&spec.id, &limits)
+            .map_err(|e| io("create cgroup", e))?;
         let launched = self
-            .launch(&spec.id, spec, meta.slot, image_rootfs, &cgroup, Some(meta.ip))
+            .launch(
+                &spec.id,
+                spec,
+                meta.slot,
+                image_rootfs,
+                &cgroup,
+                Some(meta.ip),
+            )
             .await;
         let (pid, ip) = match launched {
             Ok(v) => v,
             Err(e) => {
-                let _ = self.teardown(&spec.id, spec.subnet_index, None, Some(&cgroup), false).await;
+                let _ = self
+                    .teardown(&spec.id, spec.subnet_index, None, Some(&cgroup), false)
+                    .await;
                 return Err(e);
             }
         };
@@ -150,8 +176,17 @@ impl NamespaceEngine {
 
     /// Destroys cgroups and directories of sandboxes nobody asked to keep.
     async fn remove_orphans(&self, keep: &HashSet<String>) {
-        let mut orphans: HashSet<String> = self.cgroups.list().unwrap_or_default().into_iter().collect();
-        for e in std::fs::read_dir(&self.cfg.sandboxes_dir).into_iter().flatten().flatten() {
+        let mut orphans: HashSet<String> = self
+            .cgroups
+            .list()
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        for e in std::fs::read_dir(&self.cfg.sandboxes_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
             orphans.insert(e.file_name().to_string_lossy().into_owned());
         }
         for id in orphans.into_iter().filter(|id| !keep.contains(id)) {

@@ -234,9 +234,11 @@ pub fn prepare(spec: &LaunchSpec, userns: &OwnedFd) -> Result<(), String> {
 }
 
 /// Phase 2 (sandbox PID 1, inside the sandbox's namespaces): kernel filesystems, masks and
-/// pivot_root into the merged root.
-pub fn enter(dir: &Path) -> Result<(), String> {
-    let m = Layout::of(dir).merged;
+/// pivot_root into the merged root. The caller's working directory is the merged root: paths
+/// here are relative to it, because the sandbox's (unprivileged) root may not traverse the
+/// host directories above it.
+pub fn enter() -> Result<(), String> {
+    let m = Path::new(".");
     let hard = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     let proc_ = m.join("proc");
     mnt("proc", &proc_, "proc", hard, None)?;
@@ -295,7 +297,6 @@ pub fn enter(dir: &Path) -> Result<(), String> {
 
     // pivot_root(".", ".") stacks the old root under the new one; detaching it leaves nothing
     // of the host visible.
-    step("chdir to new root", nix::unistd::chdir(&m))?;
     if let Err(e) = nix::unistd::pivot_root(".", ".") {
         let mi = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
         let rel: Vec<&str> = mi

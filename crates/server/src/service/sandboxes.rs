@@ -350,7 +350,9 @@ pub async fn recover(st: &AppState) -> Result<Recovery, ServiceError> {
                 // A secret deleted since create is left out rather than blocking the restart.
                 match secret_svc::resolve(st, owner, vec![name.clone()]).await {
                     Ok(v) => env.extend(v),
-                    Err(e) => tracing::warn!(sandbox = %row.id, secret = %name, error = %e, "secret not injected on restart"),
+                    Err(e) => {
+                        tracing::warn!(sandbox = %row.id, secret = %name, error = %e, "secret not injected on restart")
+                    }
                 }
             }
         }
@@ -379,7 +381,9 @@ pub async fn recover(st: &AppState) -> Result<Recovery, ServiceError> {
             Ok(c) => {
                 let ip = c.ip.map(|i| i.to_string()).unwrap_or_default();
                 st.store
-                    .call(move |conn| sandboxes::mark_created(conn, &id, &c.engine_id, &ip, &c.meta, "running"))
+                    .call(move |conn| {
+                        sandboxes::mark_created(conn, &id, &c.engine_id, &ip, &c.meta, "running")
+                    })
                     .await?;
                 report.recovered += 1;
             }

@@ -1,0 +1,292 @@
+//! A daemon per test in its own network namespace and temp dir, and the CLI pointed at it.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The real binary under test.
+pub const BHATTI: &str = env!("CARGO_BIN_EXE_bhatti");
+
+/// Whether the e2e tests can run here (root; images and a static lohar available).
+pub fn skip_reason() -> Option<String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Some("needs root".into());
+    }
+    if lohar_bin().is_none() {
+        return Some("LOHAR_BIN not set and no static lohar built (run ./scripts/test)".into());
+    }
+    let images = images_dir();
+    if !images.join("tiny/image.json").exists() {
+        return Some(format!(
+            "test image `tiny` missing in {} (run ./scripts/test)",
+            images.display()
+        ));
+    }
+    None
+}
+
+/// Skips the calling test (printing why) when e2e cannot run here.
+#[macro_export]
+macro_rules! require_e2e {
+    () => {
+        if let Some(why) = $crate::harness::skip_reason() {
+            eprintln!("SKIP: {why}");
+            return;
+        }
+    };
+}
+
+pub fn images_dir() -> PathBuf {
+    std::env::var_os("BHATTI_TEST_IMAGES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/tmp/bhatti-test-images"))
+}
+
+pub fn lohar_bin() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("LOHAR_BIN") {
+        return Some(PathBuf::from(p));
+    }
+    let triple = if cfg!(target_arch = "x86_64") {
+        "x86_64-unknown-linux-gnu"
+    } else {
+        "aarch64-unknown-linux-gnu"
+    };
+    let p =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../../target/{triple}/debug/lohar"));
+    p.is_file().then_some(p)
+}
+
+/// A `bhatti serve` in its own network namespace.
+pub struct Daemon {
+    child: Option<Child>,
+    /// Holds the network namespace open across daemon restarts.
+    netns_holder: Child,
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    pub cgroup_parent: String,
+    /// The admin key written at first start.
+    pub token: String,
+}
+
+fn rand_hex(n: usize) -> String {
+    use std::io::Read;
+    let mut b = vec![0u8; n];
+    std::fs::File::open("/dev/urandom")
+        .unwrap()
+        .read_exact(&mut b)
+        .unwrap();
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+impl Daemon {
+    /// Starts a daemon with the namespace engine on a fresh data dir.
+    pub fn start() -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        // A sleeping process owns the namespace; daemons come and go inside it.
+        let netns_holder = Command::new("unshare")
+            .args(["--net", "sh", "-c", "ip link set lo up; exec sleep 100000"])
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("unshare --net");
+        std::thread::sleep(Duration::from_millis(100));
+        let cgroup_parent = format!("bhatti-e2e-{}", rand_hex(4));
+        let port = 18080;
+        let config = format!(
+            "listen: 127.0.0.1:{port}\ndata_dir: {data}\nengine: namespace\nlog_level: warn\nfirst_start_cli_config: {home}/config.yaml\nnamespace:\n  lohar_path: {lohar}\n  images_dir: {images}\n  cgroup_parent: {cgroup_parent}\n  build_default_image: false\n  uid_base: {uid_base}\n  pids_max: 512\n",
+            data = dir.path().join("data").display(),
+            home = dir.path().join("home").display(),
+            lohar = lohar_bin().unwrap().display(),
+            images = images_dir().display(),
+            uid_base = 3_000_000 + (std::process::id() % 100) * 65_536 * 16,
+        );
+        std::fs::create_dir_all(dir.path().join("home")).unwrap();
+        std::fs::write(dir.path().join("config.yaml"), config).unwrap();
+        let mut d = Daemon {
+            child: None,
+            netns_holder,
+            dir,
+            port,
+            cgroup_parent,
+            token: String::new(),
+        };
+        d.spawn_daemon();
+        let cfg = std::fs::read_to_string(d.dir.path().join("home/config.yaml"))
+            .expect("first start wrote the CLI config");
+        d.token = cfg
+            .lines()
+            .find_map(|l| l.strip_prefix("auth_token: "))
+            .expect("token in CLI config")
+            .trim()
+            .to_string();
+        d
+    }
+
+    /// Pid of the process holding the daemon's network namespace.
+    pub fn netns_pid(&self) -> u32 {
+        self.netns_holder.id()
+    }
+
+    fn netns(&self) -> String {
+        format!("--net=/proc/{}/ns/net", self.netns_holder.id())
+    }
+
+    /// (Re)starts the daemon process and waits for /health.
+    pub fn spawn_daemon(&mut self) {
+        let child = Command::new("nsenter")
+            .arg(self.netns())
+            .arg(BHATTI)
+            .arg("serve")
+            .env("BHATTI_CONFIG", self.dir.path().join("config.yaml"))
+            .env("HOME", self.dir.path().join("home"))
+            .stdin(Stdio::null())
+            .stdout(self.log_file())
+            .stderr(self.log_file())
+            .spawn()
+            .expect("start bhatti serve");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            let out = self.cli_raw(&["version"]);
+            if String::from_utf8_lossy(&out.stdout).contains("server:") {
+                return;
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("bhatti serve exited early: {status}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("bhatti serve did not come up");
+    }
+
+    /// Kills the daemon with SIGKILL (sandboxes keep running).
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // nsenter execs bhatti, so this is the daemon itself.
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn cli_raw(&self, args: &[&str]) -> Output {
+        Command::new("nsenter")
+            .arg(self.netns())
+            .arg(BHATTI)
+            .args(args)
+            .env("BHATTI_URL", format!("http://127.0.0.1:{}", self.port))
+            .env("BHATTI_TOKEN", &self.token)
+            .env("HOME", self.dir.path().join("nohome"))
+            .env_remove("BHATTI_CONFIG")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run bhatti")
+    }
+
+    /// Runs the CLI against this daemon; returns (exit code, stdout, stderr).
+    pub fn cli(&self, args: &[&str]) -> (i32, String, String) {
+        let o = self.cli_raw(args);
+        (
+            o.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    }
+
+    fn log_file(&self) -> std::fs::File {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("daemon.log"))
+            .unwrap()
+    }
+
+    /// The daemon's log so far (for failure messages).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
+    }
+
+    /// Runs the CLI and requires success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let (code, out, err) = self.cli(args);
+        assert_eq!(
+            code,
+            0,
+            "bhatti {args:?} failed: {err}{out}\n--- daemon log ---\n{}",
+            self.log()
+        );
+        out
+    }
+
+    /// `bhatti --json list` parsed.
+    pub fn list(&self) -> Vec<serde_json::Value> {
+        serde_json::from_str(&self.ok(&["--json", "list"])).unwrap()
+    }
+
+    /// Links named like sandbox links inside the daemon's namespace.
+    pub fn links(&self) -> Vec<String> {
+        let out = Command::new("nsenter")
+            .arg(self.netns())
+            .args(["ip", "-o", "link", "show"])
+            .output()
+            .unwrap();
+        let mut v: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| {
+                l.split(": ")
+                    .nth(1)
+                    .map(|s| s.split('@').next().unwrap_or(s).to_string())
+            })
+            .filter(|n| n.starts_with("bh-") || n.starts_with("brbhatti"))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Sandbox cgroups that exist under this daemon's parent group.
+    pub fn cgroups(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        for base in ["/sys/fs/cgroup/memory", "/sys/fs/cgroup"] {
+            if let Ok(rd) = std::fs::read_dir(Path::new(base).join(&self.cgroup_parent)) {
+                v.extend(
+                    rd.flatten()
+                        .filter(|e| e.path().is_dir())
+                        .map(|e| e.file_name().to_string_lossy().into_owned()),
+                );
+            }
+        }
+        v.sort();
+        v
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline && c.try_wait().ok().flatten().is_none() {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        // Whatever a failed test left running dies with its cgroup.
+        if let Ok(cg) = bhatti_engine::cgroups::Cgroups::detect(&self.cgroup_parent) {
+            for k in cg.list().unwrap_or_default() {
+                if let Some(g) = cg.open(&k) {
+                    let _ = g.destroy();
+                }
+            }
+            let _ = cg.remove_parent();
+        }
+        let _ = self.netns_holder.kill();
+        let _ = self.netns_holder.wait();
+    }
+}

@@ -1,0 +1,7 @@
+//! End-to-end: the real `bhatti` binary against a real `bhatti serve` running the namespace
+//! engine (root only). Each daemon runs in its own network namespace with its own data dir;
+//! CLI commands are run inside that namespace too.
+
+mod harness;
+
+mod lifecycle;
