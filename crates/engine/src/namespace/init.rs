@@ -21,7 +21,7 @@ use nix::sched::{unshare, CloneFlags};
 use nix::sys::wait::waitpid;
 use nix::unistd::{fork, ForkResult, Gid, Uid};
 
-use super::protocol::{id_map, FromLauncher, LaunchSpec, ToLauncher};
+use super::protocol::{id_map, FromLauncher, ToLauncher};
 use super::rootfs::{self, CONFIG_PATH, LOHAR_PATH};
 use super::{caps, seccomp};
 
