@@ -251,6 +251,8 @@ root_test!(escape_checklist_as_sandbox_root, || async {
         sudo -n hostname evil 2>/dev/null && echo HOSTNAME-CHANGED
         sudo -n unshare -U true 2>/dev/null && echo USERNS-CREATED
         sudo -n sh -c 'echo 1 > /sys/kernel/profiling' 2>/dev/null && echo SYS-WRITABLE
+        sudo -n sh -c 'echo x >> /run/bhatti/lohar' 2>/dev/null && echo LOHAR-WRITABLE
+        sudo -n sh -c 'mknod /tmp/kmem c 1 2 && head -c1 /tmp/kmem' 2>/dev/null && echo KMEM-READ
         sudo -n python3 -c '
 import ctypes
 libc = ctypes.CDLL(None, use_errno=True)
@@ -512,4 +514,51 @@ root_test!(recovery_adopts_restarts_and_cleans, || async {
     for id in [&a.engine_id, &b.engine_id] {
         engine.destroy(id).await.unwrap();
     }
+});
+
+root_test!(namespaces_devices_caps_and_seccomp_are_in_place, || async {
+    let t = engine().await;
+    let s = create(&t, &spec("hard-box", "tiny", 1)).await;
+    // Every namespace differs from the host's.
+    let o = sh(
+        &s,
+        "for n in user mnt pid uts ipc net cgroup; do echo $n $(readlink /proc/self/ns/$n); done",
+    )
+    .await;
+    for line in stdout(&o).lines() {
+        let (name, inside) = line.split_once(' ').unwrap();
+        let host = std::fs::read_link(format!("/proc/self/ns/{name}")).unwrap();
+        assert_ne!(
+            inside,
+            host.to_string_lossy(),
+            "{name} namespace is shared with the host"
+        );
+    }
+    // A minimal /dev.
+    let o = sh(&s, "ls /dev | sort | tr '\\n' ' '").await;
+    assert_eq!(
+        stdout(&o),
+        "fd full null ptmx pts random shm stderr stdin stdout tty urandom zero"
+    );
+    // Docker's default capability bounding set, seccomp filtering, no no_new_privs.
+    let o = sh(
+        &s,
+        "grep -E '^(CapBnd|Seccomp|NoNewPrivs):' /proc/self/status",
+    )
+    .await;
+    let out = stdout(&o);
+    assert!(out.contains("CapBnd:\t00000000a80425fb"), "{out}");
+    assert!(out.contains("Seccomp:\t2"), "{out}");
+    assert!(out.contains("NoNewPrivs:\t0"), "{out}");
+    // Masked /proc files read empty; lohar's config is gone once it booted.
+    let o = sh(
+        &s,
+        "wc -c < /proc/timer_list; wc -c < /proc/keys; ls /run/bhatti",
+    )
+    .await;
+    assert_eq!(stdout(&o), "0\n0\nlohar");
+    // The cgroup namespace shows the sandbox's own cgroup as the root.
+    let o = sh(&s, "cut -d: -f3 /proc/self/cgroup | sort -u").await;
+    assert_eq!(stdout(&o), "/");
+    t.engine.destroy(&s.engine_id).await.unwrap();
 });
