@@ -368,11 +368,8 @@ impl Engine for NamespaceEngine {
                 return Err(io("create cgroup", e));
             }
         };
-        let launched = self
-            .launch(&engine_id, spec, slot, image_rootfs, &cgroup, None)
-            .await;
-        let (pid, ip) = match launched {
-            Ok(v) => v,
+        match self.start(spec, slot, image_rootfs, &cgroup, None).await {
+            Ok(created) => Ok(created),
             Err(e) => {
                 let _ = self
                     .teardown(
@@ -383,51 +380,9 @@ impl Engine for NamespaceEngine {
                         true,
                     )
                     .await;
-                return Err(e);
+                Err(e)
             }
-        };
-        let meta = SandboxMeta {
-            pid,
-            slot,
-            uid_base: self.slots.uid_base(self.cfg.uid_base, slot),
-            subnet_index: spec.subnet_index,
-            ip,
-            image: spec.image.clone(),
-        };
-        let running = Arc::new(Running {
-            meta: meta.clone(),
-            token: spec.agent_token.clone(),
-            cgroup: cgroup.clone(),
-        });
-        self.sandboxes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(engine_id.clone(), running);
-        let client = AgentClient::new(self.endpoint(ip, &spec.agent_token));
-        if let Err(e) = client.wait_ready(self.cfg.ready_timeout).await {
-            self.sandboxes
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&engine_id);
-            let _ = self
-                .teardown(
-                    &engine_id,
-                    spec.subnet_index,
-                    Some(slot),
-                    Some(&cgroup),
-                    true,
-                )
-                .await;
-            return Err(io("wait for lohar", e));
         }
-        if let Err(e) = self.save_state(&engine_id, &meta) {
-            tracing::warn!(sandbox = %engine_id, error = %e, "could not persist sandbox state");
-        }
-        Ok(Created {
-            engine_id,
-            ip: Some(ip),
-            meta: serde_json::to_value(&meta).unwrap_or_default(),
-        })
     }
 
     async fn recover(
@@ -521,6 +476,55 @@ impl NamespaceEngine {
             forward: SocketAddr::from((ip, FORWARD_PORT)),
             token: Some(token.to_string()),
         }
+    }
+
+    /// Launches the sandbox's processes in `cgroup`, registers it and waits for lohar. On error
+    /// the caller tears down what exists.
+    async fn start(
+        &self,
+        spec: &SandboxSpec,
+        slot: u32,
+        image_rootfs: PathBuf,
+        cgroup: &Cgroup,
+        want_ip: Option<Ipv4Addr>,
+    ) -> Result<Created, EngineError> {
+        let engine_id = spec.id.clone();
+        let (pid, ip) = self
+            .launch(&engine_id, spec, slot, image_rootfs, cgroup, want_ip)
+            .await?;
+        let meta = SandboxMeta {
+            pid,
+            slot,
+            uid_base: self.slots.uid_base(self.cfg.uid_base, slot),
+            subnet_index: spec.subnet_index,
+            ip,
+            image: spec.image.clone(),
+        };
+        let running = Arc::new(Running {
+            meta: meta.clone(),
+            token: spec.agent_token.clone(),
+            cgroup: cgroup.clone(),
+        });
+        self.sandboxes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(engine_id.clone(), running);
+        let client = AgentClient::new(self.endpoint(ip, &spec.agent_token));
+        if let Err(e) = client.wait_ready(self.cfg.ready_timeout).await {
+            self.sandboxes
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&engine_id);
+            return Err(io("wait for lohar", e));
+        }
+        if let Err(e) = self.save_state(&engine_id, &meta) {
+            tracing::warn!(sandbox = %engine_id, error = %e, "could not persist sandbox state");
+        }
+        Ok(Created {
+            engine_id,
+            ip: Some(ip),
+            meta: serde_json::to_value(&meta).unwrap_or_default(),
+        })
     }
 
     /// The cgroup of a sandbox (for tests and the thermal manager's CPU accounting).

@@ -131,47 +131,22 @@ impl NamespaceEngine {
             .cgroups
             .create(&spec.id, &limits)
             .map_err(|e| io("create cgroup", e))?;
-        let launched = self
-            .launch(
-                &spec.id,
-                spec,
-                meta.slot,
-                image_rootfs,
-                &cgroup,
-                Some(meta.ip),
-            )
-            .await;
-        let (pid, ip) = match launched {
-            Ok(v) => v,
+        match self
+            .start(spec, meta.slot, image_rootfs, &cgroup, Some(meta.ip))
+            .await
+        {
+            Ok(created) => {
+                tracing::info!(sandbox = %spec.id, "restarted sandbox over its kept filesystem");
+                Ok(created)
+            }
             Err(e) => {
+                // Keep the directory (the user's files) and the id range; only processes go.
                 let _ = self
                     .teardown(&spec.id, spec.subnet_index, None, Some(&cgroup), false)
                     .await;
-                return Err(e);
+                Err(e)
             }
-        };
-        let meta = SandboxMeta { pid, ip, ..meta };
-        let running = Arc::new(Running {
-            meta: meta.clone(),
-            token: spec.agent_token.clone(),
-            cgroup,
-        });
-        self.sandboxes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(spec.id.clone(), running);
-        let client = crate::agent::AgentClient::new(self.endpoint(ip, &spec.agent_token));
-        client
-            .wait_ready(self.cfg.ready_timeout)
-            .await
-            .map_err(|e| io("wait for lohar", e))?;
-        let _ = self.save_state(&spec.id, &meta);
-        tracing::info!(sandbox = %spec.id, pid, "restarted sandbox over its kept filesystem");
-        Ok(Created {
-            engine_id: spec.id.clone(),
-            ip: Some(ip),
-            meta: serde_json::to_value(&meta).unwrap_or_default(),
-        })
+        }
     }
 
     /// Destroys cgroups and directories of sandboxes nobody asked to keep.
