@@ -4,6 +4,7 @@
 pub mod error;
 pub mod headers;
 pub mod health;
+pub mod ops;
 pub mod sandbox;
 pub mod secrets;
 pub mod users;
@@ -11,6 +12,9 @@ pub mod users;
 pub use error::ErrorBody;
 pub use headers::{X_BHATTI_EXISTING, X_BHATTI_MIN_CLI, X_BHATTI_VERSION};
 pub use health::{Health, StatusResponse};
+pub use ops::{
+    ExecEvent, ExecRequest, ExecResult, FileEntry, Port, Session, MAX_FILE_WRITE_BYTES, NDJSON,
+};
 pub use sandbox::{CreateSandboxRequest, FileSpec, Sandbox};
 pub use secrets::{SecretInfo, SetSecretRequest};
 pub use users::User;

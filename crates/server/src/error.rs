@@ -5,6 +5,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bhatti_api::ErrorBody;
+use bhatti_engine::agent::AgentError;
 use bhatti_engine::EngineError;
 
 use crate::ids;
@@ -104,9 +105,60 @@ fn service_response(e: ServiceError) -> Response {
         ServiceError::Engine(e @ EngineError::NotSupported { .. }) => {
             body(StatusCode::NOT_IMPLEMENTED, e.to_string())
         }
+        ServiceError::NotRunning(m) => body(StatusCode::CONFLICT, m),
+        ServiceError::TooLarge(m) => body(StatusCode::PAYLOAD_TOO_LARGE, m),
+        ServiceError::LengthRequired(m) => body(StatusCode::LENGTH_REQUIRED, m),
+        ServiceError::Agent(e) => agent_response(e),
         ServiceError::Engine(e) => internal(&e),
         ServiceError::Store(e) => internal(&e),
         ServiceError::Secrets(e) => internal(&e),
         e @ ServiceError::Task(_) => internal(&e),
+    }
+}
+
+/// Agent failures: the agent's own message when it describes the caller's mistake (missing
+/// path, directory, too large …), a plain status for transport problems, else a sanitised 500.
+fn agent_response(e: AgentError) -> Response {
+    match agent_status(&e) {
+        Some(status) => body(status, e.to_string()),
+        None => internal(&e),
+    }
+}
+
+/// The status an agent error maps to, when it is not an internal failure.
+pub fn agent_status(e: &AgentError) -> Option<StatusCode> {
+    match e {
+        AgentError::Remote(m) => {
+            let m = m.to_lowercase();
+            if e.is_not_found() {
+                Some(StatusCode::NOT_FOUND)
+            } else if m.contains("too large") {
+                Some(StatusCode::PAYLOAD_TOO_LARGE)
+            } else if m.contains("limit exceeded") {
+                Some(StatusCode::TOO_MANY_REQUESTS)
+            } else if m.contains("session is attached") {
+                Some(StatusCode::CONFLICT)
+            } else if [
+                "is a directory",
+                "not a directory",
+                "not a regular file",
+                "must be absolute",
+                "invalid size",
+                "upload ended",
+                "no such program",
+                "not executable",
+                "permission denied",
+            ]
+            .iter()
+            .any(|p| m.contains(p))
+            {
+                Some(StatusCode::BAD_REQUEST)
+            } else {
+                None
+            }
+        }
+        AgentError::Connect(_) => Some(StatusCode::BAD_GATEWAY),
+        AgentError::Timeout(_) => Some(StatusCode::GATEWAY_TIMEOUT),
+        AgentError::Protocol(_) | AgentError::Unexpected(_) => None,
     }
 }

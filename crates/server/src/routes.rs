@@ -4,13 +4,13 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderName, HeaderValue};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get};
+use axum::routing::{delete, get, post};
 use axum::Router;
 use bhatti_api::{X_BHATTI_MIN_CLI, X_BHATTI_VERSION};
 
 use crate::auth;
 use crate::error::ApiError;
-use crate::http::{health, openapi, sandboxes, secrets};
+use crate::http::{exec, files, health, openapi, sandboxes, secrets, sessions};
 use crate::state::AppState;
 
 /// `(method, path)` of every route, as OpenAPI spells them (tests check the document covers them).
@@ -21,6 +21,13 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/sandboxes"),
     ("get", "/sandboxes/{id}"),
     ("delete", "/sandboxes/{id}"),
+    ("post", "/sandboxes/{id}/exec"),
+    ("get", "/sandboxes/{id}/files"),
+    ("put", "/sandboxes/{id}/files"),
+    ("head", "/sandboxes/{id}/files"),
+    ("get", "/sandboxes/{id}/sessions"),
+    ("delete", "/sandboxes/{id}/sessions/{sid}"),
+    ("get", "/sandboxes/{id}/ports"),
     ("get", "/secrets"),
     ("post", "/secrets"),
     ("delete", "/secrets/{name}"),
@@ -40,6 +47,19 @@ pub fn app(state: AppState) -> Router {
             "/sandboxes/{id}",
             get(sandboxes::get_sandbox).delete(sandboxes::destroy_sandbox),
         )
+        .route("/sandboxes/{id}/exec", post(exec::exec))
+        .route(
+            "/sandboxes/{id}/files",
+            get(files::get_file)
+                .put(files::put_file)
+                .head(files::head_file),
+        )
+        .route("/sandboxes/{id}/sessions", get(sessions::list_sessions))
+        .route(
+            "/sandboxes/{id}/sessions/{sid}",
+            delete(sessions::kill_session),
+        )
+        .route("/sandboxes/{id}/ports", get(sessions::list_ports))
         .route(
             "/secrets",
             get(secrets::list_secrets).post(secrets::set_secret),

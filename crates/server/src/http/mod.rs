@@ -1,6 +1,9 @@
 //! HTTP handlers: extract → call one service function → respond.
 
+pub mod exec;
+pub mod files;
 pub mod health;
 pub mod openapi;
 pub mod sandboxes;
 pub mod secrets;
+pub mod sessions;

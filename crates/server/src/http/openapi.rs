@@ -4,7 +4,7 @@ use axum::Json;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{health, sandboxes, secrets};
+use super::{exec, files, health, sandboxes, secrets, sessions};
 
 /// The API description served at `/openapi.json`.
 #[derive(OpenApi)]
@@ -17,6 +17,13 @@ use super::{health, sandboxes, secrets};
         sandboxes::list_sandboxes,
         sandboxes::get_sandbox,
         sandboxes::destroy_sandbox,
+        exec::exec,
+        files::get_file,
+        files::put_file,
+        files::head_file,
+        sessions::list_sessions,
+        sessions::kill_session,
+        sessions::list_ports,
         secrets::set_secret,
         secrets::list_secrets,
         secrets::delete_secret,
@@ -31,6 +38,12 @@ use super::{health, sandboxes, secrets};
         bhatti_api::SecretInfo,
         bhatti_api::SetSecretRequest,
         bhatti_api::User,
+        bhatti_api::ExecRequest,
+        bhatti_api::ExecResult,
+        bhatti_api::ExecEvent,
+        bhatti_api::Session,
+        bhatti_api::Port,
+        bhatti_api::FileEntry,
     )),
     modifiers(&BearerAuth),
     security(("bearer" = []))

@@ -1,8 +1,12 @@
 //! Domain logic behind the HTTP handlers; no axum types here.
 
+pub mod exec;
+pub mod files;
 pub mod sandboxes;
 pub mod secrets;
+pub mod sessions;
 
+use bhatti_engine::agent::AgentError;
 use bhatti_engine::EngineError;
 use thiserror::Error;
 
@@ -24,6 +28,18 @@ pub enum ServiceError {
     /// A per-user limit is reached (429).
     #[error("{0}")]
     LimitReached(String),
+    /// The sandbox is not running (409).
+    #[error("{0}")]
+    NotRunning(String),
+    /// A body over a cap (413).
+    #[error("{0}")]
+    TooLarge(String),
+    /// A streamed upload without `Content-Length` (411).
+    #[error("{0}")]
+    LengthRequired(String),
+    /// The sandbox's agent failed or refused.
+    #[error(transparent)]
+    Agent(#[from] AgentError),
     /// The engine failed.
     #[error(transparent)]
     Engine(#[from] EngineError),

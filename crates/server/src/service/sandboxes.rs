@@ -466,6 +466,29 @@ async fn lookup(
         .ok_or_else(|| ServiceError::NotFound("not found".into()))
 }
 
+/// One of the caller's running sandboxes and a client of its agent (every in-sandbox operation
+/// starts here). Not running → 409; unknown or another user's → 404.
+pub(crate) async fn agent(
+    st: &AppState,
+    user: &UserRow,
+    id_or_name: &str,
+) -> Result<(SandboxRow, bhatti_engine::agent::AgentClient), ServiceError> {
+    let row = lookup(st, user, id_or_name).await?;
+    if row.status != "running" || row.engine_id.is_empty() {
+        return Err(ServiceError::NotRunning(format!(
+            "sandbox {:?} is not running (status: {})",
+            row.name, row.status
+        )));
+    }
+    let endpoint = st.engine.agent(&row.engine_id).await.map_err(|e| match e {
+        bhatti_engine::EngineError::NotFound(_) => {
+            ServiceError::NotRunning(format!("sandbox {:?} is not running", row.name))
+        }
+        e => e.into(),
+    })?;
+    Ok((row, bhatti_engine::agent::AgentClient::new(endpoint)))
+}
+
 /// One of the caller's sandboxes by id or name, its status refreshed from the engine.
 pub async fn get(st: &AppState, user: &UserRow, id_or_name: &str) -> Result<Sandbox, ServiceError> {
     let mut row = lookup(st, user, id_or_name).await?;

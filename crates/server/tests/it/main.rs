@@ -4,6 +4,7 @@
 mod auth;
 mod helpers;
 mod openapi;
+mod ops;
 mod restart;
 mod sandboxes;
 mod secrets;

@@ -20,6 +20,8 @@ pub struct TestEngine {
     pub specs: Mutex<Vec<SandboxSpec>>,
     pub destroyed: Mutex<Vec<String>>,
     pub fail: Mutex<Option<FailMode>>,
+    /// Where `agent()` points (a real lohar in test mode), if set.
+    pub agent: Mutex<Option<AgentEndpoint>>,
 }
 
 impl TestEngine {
@@ -86,6 +88,13 @@ impl Engine for TestEngine {
         Ok(())
     }
     async fn agent(&self, engine_id: &str) -> Result<AgentEndpoint, EngineError> {
-        Err(EngineError::NotFound(engine_id.into()))
+        if !self.sandboxes.lock().unwrap().contains_key(engine_id) {
+            return Err(EngineError::NotFound(engine_id.into()));
+        }
+        self.agent
+            .lock()
+            .unwrap()
+            .clone()
+            .ok_or_else(|| EngineError::NotFound(engine_id.into()))
     }
 }
