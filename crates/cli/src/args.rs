@@ -60,6 +60,17 @@ pub enum Command {
     /// Destroy a sandbox
     #[command(visible_alias = "rm")]
     Destroy(DestroyArgs),
+    /// Run a command in a sandbox: bhatti exec NAME -- CMD…
+    Exec(ExecArgs),
+    /// List a sandbox's sessions (shells, piped sessions, init)
+    Ps(SandboxArg),
+    /// End a session in a sandbox (SIGKILL to its process group)
+    Kill(KillArgs),
+    /// List the TCP ports listening inside a sandbox
+    Ports(SandboxArg),
+    /// Read, write and list files in a sandbox
+    #[command(subcommand, arg_required_else_help = true)]
+    File(FileCommand),
     /// Manage your encrypted secrets
     #[command(subcommand, arg_required_else_help = true)]
     Secret(SecretCommand),
@@ -151,6 +162,78 @@ pub enum ListFormat {
 pub struct SandboxArg {
     /// Sandbox name or ID
     pub sandbox: String,
+}
+
+/// `exec` arguments.
+#[derive(Debug, Clone, Args)]
+pub struct ExecArgs {
+    /// Sandbox name or ID
+    pub sandbox: String,
+
+    /// Kill the command after this many seconds (0 = server default, 300; max 86400)
+    #[arg(long, default_value_t = 0)]
+    pub timeout: u64,
+
+    /// Start in the background; prints its pid and output file
+    #[arg(long)]
+    pub detach: bool,
+
+    /// Extra environment variable K=V for this command (repeatable)
+    #[arg(short, long = "env", value_name = "K=V")]
+    pub env: Vec<String>,
+
+    /// Working directory (absolute; default /)
+    #[arg(long)]
+    pub cwd: Option<String>,
+
+    /// Do not forward stdin even when it is a pipe or file
+    #[arg(short = 'n', long)]
+    pub no_stdin: bool,
+
+    /// The command and its arguments (after `--`)
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "CMD"
+    )]
+    pub cmd: Vec<String>,
+}
+
+/// `kill` arguments.
+#[derive(Debug, Clone, Args)]
+pub struct KillArgs {
+    /// Sandbox name or ID
+    pub sandbox: String,
+    /// Session id (see `bhatti ps`)
+    pub session: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FileCommand {
+    /// Print a file's content (raw bytes) on stdout
+    Read {
+        /// Sandbox name or ID
+        sandbox: String,
+        /// Absolute path in the sandbox
+        path: String,
+    },
+    /// Write stdin to a file, atomically (max 100 MB)
+    Write {
+        /// Sandbox name or ID
+        sandbox: String,
+        /// Absolute path in the sandbox
+        path: String,
+        /// Permission bits, octal
+        #[arg(long, default_value = "0644")]
+        mode: String,
+    },
+    /// List a directory
+    Ls {
+        /// Sandbox name or ID
+        sandbox: String,
+        /// Absolute path in the sandbox
+        path: String,
+    },
 }
 
 /// `destroy` arguments.

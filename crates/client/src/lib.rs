@@ -16,9 +16,14 @@
 
 mod client;
 mod error;
+mod exec;
+mod files;
 mod sandboxes;
 mod secrets;
+mod sessions;
 
 pub use bhatti_api as api;
 pub use client::{Client, Timing};
 pub use error::ClientError;
+pub use exec::ExecStream;
+pub use files::{FileDownload, FileStat};

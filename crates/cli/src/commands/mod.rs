@@ -3,9 +3,12 @@
 mod completion;
 mod create;
 mod destroy;
+mod exec;
+mod file;
 mod image;
 mod inspect;
 mod list;
+mod ps;
 mod secret;
 mod serve;
 mod setup;
@@ -41,6 +44,11 @@ pub fn run(cli: Cli) -> Result<()> {
                     Command::List(args) => list::run(&ctx, args).await,
                     Command::Inspect(args) => inspect::run(&ctx, args).await,
                     Command::Destroy(args) => destroy::run(&ctx, args).await,
+                    Command::Exec(args) => exec::run(&ctx, args).await,
+                    Command::Ps(args) => ps::run(&ctx, args).await,
+                    Command::Kill(args) => ps::kill(&ctx, args).await,
+                    Command::Ports(args) => ps::ports(&ctx, args).await,
+                    Command::File(cmd) => file::run(&ctx, cmd).await,
                     Command::Secret(cmd) => secret::run(&ctx, cmd).await,
                     Command::Setup => setup::run(&ctx).await,
                     Command::Version => version::run(&ctx).await,

@@ -169,17 +169,62 @@ impl Daemon {
     }
 
     fn cli_raw(&self, args: &[&str]) -> Output {
-        Command::new("nsenter")
-            .arg(self.netns())
+        self.command(args).output().expect("run bhatti")
+    }
+
+    /// The CLI command line for this daemon (stdin null), to run as the caller likes.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("nsenter");
+        c.arg(self.netns())
             .arg(BHATTI)
             .args(args)
             .env("BHATTI_URL", format!("http://127.0.0.1:{}", self.port))
             .env("BHATTI_TOKEN", &self.token)
             .env("HOME", self.dir.path().join("nohome"))
             .env_remove("BHATTI_CONFIG")
+            .env_remove("BHATTI_FORCE_STREAM")
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// Runs the CLI with `input` on stdin (a pipe); returns (exit code, stdout bytes, stderr).
+    pub fn cli_stdin(&self, args: &[&str], input: &[u8]) -> (i32, Vec<u8>, String) {
+        use std::io::Write;
+        let mut child = self
+            .command(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run bhatti");
+        let mut stdin = child.stdin.take().unwrap();
+        let input = input.to_vec();
+        let writer = std::thread::spawn(move || {
+            let _ = stdin.write_all(&input);
+        });
+        let o = child.wait_with_output().unwrap();
+        let _ = writer.join();
+        (
+            o.status.code().unwrap_or(-1),
+            o.stdout,
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    }
+
+    /// Runs a command (e.g. curl) inside the daemon's network namespace.
+    pub fn in_netns(&self, program: &str, args: &[&str]) -> Output {
+        Command::new("nsenter")
+            .arg(self.netns())
+            .arg(program)
+            .args(args)
             .stdin(Stdio::null())
             .output()
-            .expect("run bhatti")
+            .expect("nsenter")
+    }
+
+    /// The daemon's base URL (valid inside its network namespace).
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
     }
 
     /// Runs the CLI against this daemon; returns (exit code, stdout, stderr).
