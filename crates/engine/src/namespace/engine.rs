@@ -269,6 +269,7 @@ impl NamespaceEngine {
         remove_dir: bool,
     ) -> Result<(), EngineError> {
         let mut first_err = None;
+        let t0 = std::time::Instant::now();
         if let Some(cg) = cgroup.cloned().or_else(|| self.cgroups.open(engine_id)) {
             // Killing the cgroup kills lohar and every process; the sandbox's mount namespace
             // (and with it the overlay) goes away with the last of them.
@@ -277,9 +278,11 @@ impl NamespaceEngine {
                 first_err.get_or_insert(io("destroy cgroup", e));
             }
         }
+        let t_cg = t0.elapsed();
         if let Err(e) = self.net.detach(subnet_index, engine_id).await {
             first_err.get_or_insert(io("detach network", e));
         }
+        let t_net = t0.elapsed();
         if remove_dir {
             let dir = self.dir(engine_id);
             let r = tokio::task::spawn_blocking(move || remove_tree(&dir)).await;
@@ -290,6 +293,7 @@ impl NamespaceEngine {
         if let Some(s) = slot {
             self.slots.release(s);
         }
+        tracing::debug!(sandbox = %engine_id, cgroup = ?t_cg, network = ?(t_net - t_cg), total = ?t0.elapsed(), "teardown");
         first_err.map_or(Ok(()), Err)
     }
 }
@@ -400,6 +404,14 @@ impl Engine for NamespaceEngine {
             .remove(engine_id);
         match running {
             Some(r) => {
+                // SIGKILL to the sandbox's PID 1 ends its whole PID namespace at once; the
+                // cgroup sweep that follows then finds (almost) nothing left to kill.
+                if pid_alive(r.meta.pid) {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(r.meta.pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
                 self.teardown(
                     engine_id,
                     r.meta.subnet_index,

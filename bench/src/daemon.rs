@@ -1,0 +1,108 @@
+//! The daemon under test: `bhatti serve` with the namespace engine in a temp data dir.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use bhatti_client::Client;
+
+/// A running daemon and a client for its admin user.
+pub struct Daemon {
+    child: Child,
+    /// Temp dir holding config and data (removed on drop).
+    _dir: tempfile::TempDir,
+    /// API client (admin key).
+    pub client: Client,
+    /// The API base URL.
+    pub url: String,
+    /// The admin key.
+    pub token: String,
+    /// The `bhatti` binary.
+    pub bin: PathBuf,
+    /// Where the images are.
+    pub images: PathBuf,
+}
+
+impl Daemon {
+    /// Starts the daemon and waits until it answers.
+    pub async fn start() -> Result<Daemon> {
+        let bin = PathBuf::from(
+            std::env::var("BHATTI_BIN").context("BHATTI_BIN not set (use bench/run)")?,
+        );
+        let lohar = std::env::var("LOHAR_BIN").context("LOHAR_BIN not set (use bench/run)")?;
+        let images = PathBuf::from(
+            std::env::var("BHATTI_TEST_IMAGES")
+                .unwrap_or_else(|_| "/var/tmp/bhatti-test-images".into()),
+        );
+        if !images.join("tiny/image.json").exists() {
+            bail!(
+                "image `tiny` missing in {} (bhatti image build tiny --dir …)",
+                images.display()
+            );
+        }
+        let dir = tempfile::tempdir()?;
+        let port = 18181;
+        let config = format!(
+            "listen: 127.0.0.1:{port}\ndata_dir: {data}\nlog_level: warn\nfirst_start_cli_config: {home}/cli.yaml\n\
+             admin: {{max_sandboxes: 500, max_cpus: 4, max_memory_mb: 4096}}\n\
+             rate_limits:\n  create: {{burst: 100000, per_minute: 1000000}}\n  exec: {{burst: 100000, per_minute: 1000000}}\n  other: {{burst: 100000, per_minute: 1000000}}\n\
+             namespace:\n  lohar_path: {lohar}\n  images_dir: {images}\n  cgroup_parent: bhatti-bench\n  build_default_image: false\n  uid_base: 40000000\n",
+            data = dir.path().join("data").display(),
+            home = dir.path().display(),
+            images = images.display(),
+        );
+        std::fs::write(dir.path().join("config.yaml"), config)?;
+        let log = std::fs::File::create(dir.path().join("daemon.log"))?;
+        let child = Command::new(&bin)
+            .arg("serve")
+            .env("BHATTI_CONFIG", dir.path().join("config.yaml"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("start bhatti serve")?;
+        let url = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let token = loop {
+            if let Ok(text) = std::fs::read_to_string(dir.path().join("cli.yaml")) {
+                if let Some(t) = text.lines().find_map(|l| l.strip_prefix("auth_token: ")) {
+                    break t.trim().to_string();
+                }
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "daemon did not start; log: {}",
+                    std::fs::read_to_string(dir.path().join("daemon.log")).unwrap_or_default()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let client = Client::new(&url, Some(token.clone()))?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while client.health().await.is_err() {
+            if Instant::now() > deadline {
+                bail!("daemon /health did not answer");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(Daemon {
+            child,
+            _dir: dir,
+            client,
+            url,
+            token,
+            bin,
+            images,
+        })
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+    }
+}
