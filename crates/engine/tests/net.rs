@@ -564,11 +564,10 @@ fn start_twice_and_more_attaches_leave_one_copy_of_each_rule() {
             Some("-A INPUT -j BHATTI-IN"),
             "{input}"
         );
-        // Exactly one copy of each rule, in the reference's order: per-bridge ACCEPTs above
+        // Exactly one copy of each rule, in the reference's order: same-bridge ACCEPT above
         // the cross-user DROP, then egress, then return traffic.
         let want_fwd = vec![
-            "-A BHATTI-FWD -i brbhatti-2 -o brbhatti-2 -j ACCEPT",
-            "-A BHATTI-FWD -i brbhatti-1 -o brbhatti-1 -j ACCEPT",
+            "-A BHATTI-FWD -i brbhatti-+ -m physdev --physdev-is-bridged -j ACCEPT",
             "-A BHATTI-FWD ! -s 10.0.0.0/8 -i brbhatti-+ -j DROP",
             "-A BHATTI-FWD -s 10.0.0.0/8 -d 10.0.0.0/8 -j DROP",
             "-A BHATTI-FWD -s 10.0.0.0/8 ! -d 10.0.0.0/8 -j ACCEPT",
@@ -648,12 +647,12 @@ fn no_default_route_means_no_masquerade_and_explicit_egress_wins() {
 }
 
 #[test]
-fn detach_removes_the_veth_and_with_the_last_one_the_bridge_and_its_rule() {
+fn detach_removes_the_veth_and_with_the_last_one_the_bridge() {
     in_netns(|| async {
         let net = start().await;
         let a = Sandbox::spawn(1);
         let b = Sandbox::spawn(2);
-        let bridge_rule = "-A BHATTI-FWD -i brbhatti-1 -o brbhatti-1 -j ACCEPT";
+        let bridge_rule = "-A BHATTI-FWD -i brbhatti-+ -m physdev --physdev-is-bridged -j ACCEPT";
         net.attach(a.req(1)).await.expect("attach a");
         net.attach(b.req(1)).await.expect("attach b");
         assert!(link_exists("bh-00000001") && link_exists("bh-00000002"));
@@ -677,7 +676,7 @@ fn detach_removes_the_veth_and_with_the_last_one_the_bridge_and_its_rule() {
             !link_exists("brbhatti-1"),
             "last sandbox left: bridge deleted"
         );
-        assert_eq!(rule_count("filter", bridge_rule), 0, "and its rule");
+        assert_eq!(rule_count("filter", bridge_rule), 1, "the same-bridge rule is global");
         // Global rules stay.
         assert_eq!(
             rule_count(
@@ -745,14 +744,7 @@ fn reconcile_deletes_a_crashed_daemons_orphans_and_keeps_live_sandboxes() {
         assert_eq!(
             rule_count(
                 "filter",
-                "-A BHATTI-FWD -i brbhatti-2 -o brbhatti-2 -j ACCEPT"
-            ),
-            0
-        );
-        assert_eq!(
-            rule_count(
-                "filter",
-                "-A BHATTI-FWD -i brbhatti-1 -o brbhatti-1 -j ACCEPT"
+                "-A BHATTI-FWD -i brbhatti-+ -m physdev --physdev-is-bridged -j ACCEPT"
             ),
             1
         );

@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! filter FORWARD      -j BHATTI-FWD          (position 1)
-//! filter BHATTI-FWD   -i brbhatti-N -o brbhatti-N -j ACCEPT      one per live bridge, on top
+//! filter BHATTI-FWD   -i brbhatti-+ -m physdev --physdev-is-bridged -j ACCEPT   same bridge
 //!                     ! -s BASE -i brbhatti-+ -j DROP              spoofed source (not reference)
 //!                     -s BASE -d BASE -j DROP                      cross-user
 //!                     -s BASE ! -d BASE -j ACCEPT                  egress
@@ -22,6 +22,13 @@
 //! The effective top-down order is the reference's (§6.3). Every rule is checked with `-C` and
 //! added only when absent, so restarts never duplicate or reorder anything. Rules are written in
 //! the option order `iptables -S` prints, so listings compare word for word.
+//!
+//! Same-user traffic: on hosts with `br_netfilter` (Docker, k8s) frames bridged between two
+//! sandboxes of one user traverse FORWARD and would hit the cross-user DROP. The reference adds
+//! one `-i brX -o brX -j ACCEPT` per bridge; one `physdev --physdev-is-bridged` rule limited to
+//! our bridges says the same for all of them (bridged traffic never leaves its bridge, and
+//! cross-user traffic is routed, not bridged), so creating or deleting a user's bridge never
+//! has to run `iptables`.
 //!
 //! Beyond the reference: the anti-spoofing DROPs. The reference's rules match on source
 //! address; a sandbox whose root may reconfigure its own `eth0` could send from an address
@@ -92,6 +99,7 @@ impl Firewall {
     fn forward_rules(&self) -> Vec<Rule> {
         let (b, br) = (&self.base, &self.bridges);
         vec![
+            words(&format!("-i {br} -m physdev --physdev-is-bridged -j ACCEPT")),
             words(&format!("! -s {b} -i {br} -j DROP")),
             words(&format!("-s {b} -d {b} -j DROP")),
             words(&format!("-s {b} ! -d {b} -j ACCEPT")),
@@ -112,9 +120,6 @@ impl Firewall {
         ]
     }
 
-    fn bridge_rule(bridge: &str) -> Rule {
-        words(&format!("-i {bridge} -o {bridge} -j ACCEPT"))
-    }
 
     /// Installs the global rules idempotently; `egress` is the MASQUERADE interface.
     pub(crate) async fn install(&self, egress: Option<&str>) -> Result<(), NetError> {
@@ -153,36 +158,6 @@ impl Firewall {
         Ok(())
     }
 
-    /// Ensures the intra-bridge ACCEPT for `bridge` sits at the top of our forward chain.
-    ///
-    /// Why: on hosts with `br_netfilter` (Docker, k8s) bridged same-user traffic traverses
-    /// FORWARD and would otherwise hit the cross-user DROP.
-    pub(crate) async fn ensure_bridge(&self, bridge: &str) -> Result<(), NetError> {
-        let _guard = self.lock.lock().await;
-        self.ensure_top("filter", FORWARD_CHAIN, &Self::bridge_rule(bridge))
-            .await
-    }
-
-    /// Removes the intra-bridge ACCEPT for `bridge` (every copy); absent is fine.
-    pub(crate) async fn remove_bridge(&self, bridge: &str) -> Result<(), NetError> {
-        let _guard = self.lock.lock().await;
-        let rule = Self::bridge_rule(bridge);
-        while self.check("filter", FORWARD_CHAIN, &rule).await? {
-            self.run(&args(&["-t", "filter", "-D", FORWARD_CHAIN], &rule))
-                .await?;
-        }
-        Ok(())
-    }
-
-    /// Bridges (by name) that have an intra-bridge ACCEPT in our forward chain.
-    pub(crate) async fn bridges_with_rules(&self) -> Result<Vec<String>, NetError> {
-        let _guard = self.lock.lock().await;
-        let out = self
-            .run(&args(&["-t", "filter", "-S", FORWARD_CHAIN], &[]))
-            .await?;
-        Ok(parse_bridge_rules(&out))
-    }
-
     async fn ensure_chain(&self, table: &str, chain: &str) -> Result<(), NetError> {
         if self
             .run(&args(&["-t", table, "-S", chain], &[]))
@@ -196,7 +171,7 @@ impl Firewall {
 
     /// Ensures `rules` end our chain `chain`, in this order, once each. If some are missing
     /// (a first start, or someone deleted one) the present ones are removed and all appended,
-    /// so the order is always the canonical one and per-bridge rules stay above them.
+    /// so the order is always the canonical one.
     async fn ensure_tail(&self, table: &str, chain: &str, rules: &[Rule]) -> Result<(), NetError> {
         self.prune_stale(table, chain, rules).await?;
         let mut present = Vec::with_capacity(rules.len());
@@ -218,8 +193,8 @@ impl Firewall {
         Ok(())
     }
 
-    /// Deletes rules of our chain that are neither in `rules` nor per-bridge ACCEPTs: the
-    /// leftovers of a previous configuration (another base network).
+    /// Deletes rules of our chain that are not in `rules`: the leftovers of a previous
+    /// configuration (another base network, per-bridge ACCEPTs of older versions).
     async fn prune_stale(&self, table: &str, chain: &str, rules: &[Rule]) -> Result<(), NetError> {
         let listing = self.run(&args(&["-t", table, "-S", chain], &[])).await?;
         let prefix = ["-A", chain];
@@ -229,7 +204,7 @@ impl Firewall {
                 continue;
             }
             let rule = &w[2..];
-            if rules.iter().any(|r| r.as_slice() == rule) || is_bridge_rule(rule) {
+            if rules.iter().any(|r| r.as_slice() == rule) {
                 continue;
             }
             tracing::info!(table, chain, rule = rule.join(" "), "removing stale rule");
@@ -297,27 +272,6 @@ fn failure(argv: &[String], out: &std::process::Output) -> NetError {
     }
 }
 
-/// Whether a rule is a per-bridge `-i X -o X -j ACCEPT`.
-fn is_bridge_rule(rule: &[String]) -> bool {
-    matches!(rule, [i, a, o, b, j, t] if i == "-i" && o == "-o" && a == b && j == "-j" && t == "ACCEPT")
-}
-
-/// Bridge names of `-A BHATTI-FWD -i X -o X -j ACCEPT` lines in `iptables -S` output.
-fn parse_bridge_rules(listing: &str) -> Vec<String> {
-    listing
-        .lines()
-        .filter_map(|line| {
-            let w: Vec<&str> = line.split_whitespace().collect();
-            match w.as_slice() {
-                ["-A", c, "-i", i, "-o", o, "-j", "ACCEPT"] if *c == FORWARD_CHAIN && i == o => {
-                    Some(i.to_string())
-                }
-                _ => None,
-            }
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -327,28 +281,19 @@ mod tests {
         let fw = Firewall::new("/x".into(), "172.20.0.0/16".parse().unwrap(), "brx-");
         assert_eq!(
             fw.forward_rules()[0].join(" "),
-            "! -s 172.20.0.0/16 -i brx-+ -j DROP"
+            "-i brx-+ -m physdev --physdev-is-bridged -j ACCEPT"
         );
         assert_eq!(
             fw.forward_rules()[1].join(" "),
+            "! -s 172.20.0.0/16 -i brx-+ -j DROP"
+        );
+        assert_eq!(
+            fw.forward_rules()[2].join(" "),
             "-s 172.20.0.0/16 -d 172.20.0.0/16 -j DROP"
         );
         assert_eq!(
             fw.input_rules()[2].join(" "),
             "-s 172.20.0.0/16 -m state --state NEW -j DROP"
-        );
-    }
-
-    #[test]
-    fn parses_bridge_rules_from_listing() {
-        let listing = "-N BHATTI-FWD\n\
-            -A BHATTI-FWD -i brbhatti-2 -o brbhatti-2 -j ACCEPT\n\
-            -A BHATTI-FWD -i brbhatti-1 -o brbhatti-1 -j ACCEPT\n\
-            -A BHATTI-FWD -i eth0 -o eth1 -j ACCEPT\n\
-            -A BHATTI-FWD -s 10.0.0.0/8 -d 10.0.0.0/8 -j DROP\n";
-        assert_eq!(
-            parse_bridge_rules(listing),
-            vec!["brbhatti-2", "brbhatti-1"]
         );
     }
 }

@@ -34,7 +34,6 @@ struct Inner {
     egress: Option<String>,
     /// Netlink socket in the host namespace (the one `start` was called in).
     handle: Handle,
-    firewall: Firewall,
     state: Mutex<State>,
 }
 
@@ -44,7 +43,6 @@ struct State {
     /// users proceed in parallel.
     user_locks: HashMap<u32, Arc<tokio::sync::Mutex<()>>>,
     /// Users whose intra-bridge rule this process has ensured.
-    ruled: HashSet<u32>,
     /// Host veth name → the sandbox key using it. Names hold only 8 characters of the key, so
     /// two keys can collide; the second must fail rather than delete the first one's veth.
     veths: HashMap<String, String>,
@@ -105,7 +103,6 @@ impl Network {
         let state = State {
             ipam: Ipam::new(config.base),
             user_locks: HashMap::new(),
-            ruled: HashSet::new(),
             veths: HashMap::new(),
         };
         Ok(Network {
@@ -113,7 +110,6 @@ impl Network {
                 config,
                 egress,
                 handle,
-                firewall: fw,
                 state: Mutex::new(state),
             }),
         })
@@ -218,12 +214,8 @@ impl Network {
         netns_path: &Path,
     ) -> Result<(), NetError> {
         let handle = &self.inner.handle;
-        let (bridge_index, created) = bridge::ensure(handle, bridge, subnet_index, gateway).await?;
-        let ruled = self.state().ruled.contains(&subnet_index);
-        if created || !ruled {
-            self.inner.firewall.ensure_bridge(bridge).await?;
-            self.state().ruled.insert(subnet_index);
-        }
+        let (bridge_index, _created) =
+            bridge::ensure(handle, bridge, subnet_index, gateway).await?;
         bridge::forget_neighbour(handle, bridge_index, bridge, ip).await?;
         // Same key, same name: a previous incarnation's veth whose netns is still pinned.
         veth::delete(handle, host_veth).await?;
@@ -265,21 +257,19 @@ impl Network {
             ipam.in_use(subnet_index) == 0
         });
         if empty {
-            if let Err(e) = self.remove_bridge(subnet_index, bridge).await {
+            if let Err(e) = self.remove_bridge(bridge).await {
                 tracing::warn!(bridge, error = %e, "rollback: deleting bridge failed");
             }
         }
     }
 
-    async fn remove_bridge(&self, subnet_index: u32, bridge: &str) -> Result<(), NetError> {
+    async fn remove_bridge(&self, bridge: &str) -> Result<(), NetError> {
         bridge::delete(&self.inner.handle, bridge).await?;
-        self.inner.firewall.remove_bridge(bridge).await?;
-        self.state().ruled.remove(&subnet_index);
         Ok(())
     }
 
     /// Unwires a sandbox: deletes its veth (missing is fine), frees its address, and removes
-    /// the user's bridge and rule when no sandbox of the user is left.
+    /// the user's bridge when no sandbox of the user is left.
     pub async fn detach(&self, subnet_index: u32, key: &str) -> Result<(), NetError> {
         let cfg = &self.inner.config;
         let subnet = user_subnet(cfg.base, subnet_index)?;
@@ -304,7 +294,7 @@ impl Network {
             (ip, ipam.in_use(subnet_index) == 0)
         });
         if empty {
-            self.remove_bridge(subnet_index, &bridge).await?;
+            self.remove_bridge(&bridge).await?;
         } else if let Some(ip) = ip {
             if let Some(index) = netlink::link_index(handle, &bridge).await? {
                 bridge::forget_neighbour(handle, index, &bridge, ip).await?;
@@ -359,23 +349,14 @@ impl Network {
                     }
                 }
                 Kind::Bridge => match user_of_bridge(&link.name) {
-                    Some(n) if live_users.contains(&n) => {
-                        self.inner.firewall.ensure_bridge(&link.name).await?;
-                        self.state().ruled.insert(n);
-                    }
-                    Some(n) => {
-                        self.remove_bridge(n, &link.name).await?;
+                    Some(n) if live_users.contains(&n) => {}
+                    Some(_) => {
+                        self.remove_bridge(&link.name).await?;
                         report.deleted_bridges.push(link.name);
                     }
                     None => {}
                 },
                 _ => {}
-            }
-        }
-        // Rules whose bridge is already gone (deleted by hand, or a crash mid-detach).
-        for name in self.inner.firewall.bridges_with_rules().await? {
-            if user_of_bridge(&name).is_some_and(|n| !live_users.contains(&n)) {
-                self.inner.firewall.remove_bridge(&name).await?;
             }
         }
         tracing::info!(
