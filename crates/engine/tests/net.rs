@@ -676,7 +676,11 @@ fn detach_removes_the_veth_and_with_the_last_one_the_bridge() {
             !link_exists("brbhatti-1"),
             "last sandbox left: bridge deleted"
         );
-        assert_eq!(rule_count("filter", bridge_rule), 1, "the same-bridge rule is global");
+        assert_eq!(
+            rule_count("filter", bridge_rule),
+            1,
+            "the same-bridge rule is global"
+        );
         // Global rules stay.
         assert_eq!(
             rule_count(

@@ -287,7 +287,9 @@ impl AgentClient {
                     _ => AgentError::Timeout(total),
                 });
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            // A refused connection answers at once (lohar is still starting): poll briskly.
+            let refused = matches!(&res, Ok(Err(AgentError::Connect(e))) if e.kind() == std::io::ErrorKind::ConnectionRefused);
+            tokio::time::sleep(Duration::from_millis(if refused { 2 } else { 10 })).await;
         }
     }
 }

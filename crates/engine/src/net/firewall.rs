@@ -99,7 +99,9 @@ impl Firewall {
     fn forward_rules(&self) -> Vec<Rule> {
         let (b, br) = (&self.base, &self.bridges);
         vec![
-            words(&format!("-i {br} -m physdev --physdev-is-bridged -j ACCEPT")),
+            words(&format!(
+                "-i {br} -m physdev --physdev-is-bridged -j ACCEPT"
+            )),
             words(&format!("! -s {b} -i {br} -j DROP")),
             words(&format!("-s {b} -d {b} -j DROP")),
             words(&format!("-s {b} ! -d {b} -j ACCEPT")),
@@ -119,7 +121,6 @@ impl Firewall {
             words(&format!("-s {b} -m state --state NEW -j DROP")),
         ]
     }
-
 
     /// Installs the global rules idempotently; `egress` is the MASQUERADE interface.
     pub(crate) async fn install(&self, egress: Option<&str>) -> Result<(), NetError> {
