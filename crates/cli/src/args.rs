@@ -62,6 +62,9 @@ pub enum Command {
     Destroy(DestroyArgs),
     /// Run a command in a sandbox: bhatti exec NAME -- CMD…
     Exec(ExecArgs),
+    /// Interactive shell in a sandbox (Ctrl+\\ detaches; the shell keeps running)
+    #[command(visible_alias = "sh")]
+    Shell(ShellArgs),
     /// List a sandbox's sessions (shells, piped sessions, init)
     Ps(SandboxArg),
     /// End a session in a sandbox (SIGKILL to its process group)
@@ -197,6 +200,19 @@ pub struct ExecArgs {
         value_name = "CMD"
     )]
     pub cmd: Vec<String>,
+}
+
+/// `shell` arguments.
+#[derive(Debug, Clone, Args)]
+pub struct ShellArgs {
+    /// Sandbox name or ID
+    pub sandbox: String,
+    /// Start a new shell instead of reattaching the newest detached one
+    #[arg(long)]
+    pub new: bool,
+    /// Attach to this session (see `bhatti ps`), taking it over from any other client
+    #[arg(long, conflicts_with = "new")]
+    pub session: Option<String>,
 }
 
 /// `kill` arguments.

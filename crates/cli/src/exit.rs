@@ -100,6 +100,7 @@ pub fn hints(err: &anyhow::Error) -> Vec<String> {
         ClientError::Decode { .. } => {
             vec!["  Is the URL a bhatti daemon? Check it with `bhatti version`.".into()]
         }
+        ClientError::WebSocket { .. } => Vec::new(),
     }
 }
 

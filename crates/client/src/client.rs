@@ -82,6 +82,11 @@ impl Client {
         &self.base_str
     }
 
+    /// The API key, if any (for connections reqwest does not make, e.g. WebSockets).
+    pub(crate) fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
     /// Whether an API key is configured.
     pub fn has_token(&self) -> bool {
         self.token.is_some()

@@ -39,6 +39,14 @@ pub enum ClientError {
         /// What could not be decoded.
         reason: String,
     },
+    /// A WebSocket could not be opened or broke.
+    #[error("websocket {url}: {reason}")]
+    WebSocket {
+        /// The URL.
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
 }
 
 impl ClientError {

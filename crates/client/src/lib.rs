@@ -21,9 +21,11 @@ mod files;
 mod sandboxes;
 mod secrets;
 mod sessions;
+mod shell;
 
 pub use bhatti_api as api;
 pub use client::{Client, Timing};
 pub use error::ClientError;
 pub use exec::ExecStream;
 pub use files::{FileDownload, FileStat};
+pub use shell::{ShellEvent, ShellReader, ShellWriter};

@@ -10,7 +10,7 @@ use bhatti_api::{X_BHATTI_MIN_CLI, X_BHATTI_VERSION};
 
 use crate::auth;
 use crate::error::ApiError;
-use crate::http::{exec, files, health, openapi, sandboxes, secrets, sessions};
+use crate::http::{exec, files, health, openapi, sandboxes, secrets, sessions, shell};
 use crate::state::AppState;
 
 /// `(method, path)` of every route, as OpenAPI spells them (tests check the document covers them).
@@ -28,6 +28,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/sandboxes/{id}/sessions"),
     ("delete", "/sandboxes/{id}/sessions/{sid}"),
     ("get", "/sandboxes/{id}/ports"),
+    ("get", "/sandboxes/{id}/ws"),
     ("get", "/secrets"),
     ("post", "/secrets"),
     ("delete", "/secrets/{name}"),
@@ -60,6 +61,7 @@ pub fn app(state: AppState) -> Router {
             delete(sessions::kill_session),
         )
         .route("/sandboxes/{id}/ports", get(sessions::list_ports))
+        .route("/sandboxes/{id}/ws", get(shell::shell_ws))
         .route(
             "/secrets",
             get(secrets::list_secrets).post(secrets::set_secret),

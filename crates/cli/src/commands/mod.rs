@@ -12,6 +12,7 @@ mod ps;
 mod secret;
 mod serve;
 mod setup;
+mod shell;
 mod user;
 mod version;
 
@@ -45,6 +46,7 @@ pub fn run(cli: Cli) -> Result<()> {
                     Command::Inspect(args) => inspect::run(&ctx, args).await,
                     Command::Destroy(args) => destroy::run(&ctx, args).await,
                     Command::Exec(args) => exec::run(&ctx, args).await,
+                    Command::Shell(args) => shell::run(&ctx, args).await,
                     Command::Ps(args) => ps::run(&ctx, args).await,
                     Command::Kill(args) => ps::kill(&ctx, args).await,
                     Command::Ports(args) => ps::ports(&ctx, args).await,

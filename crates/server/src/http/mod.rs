@@ -7,3 +7,4 @@ pub mod openapi;
 pub mod sandboxes;
 pub mod secrets;
 pub mod sessions;
+pub mod shell;

@@ -4,7 +4,7 @@ use axum::Json;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{exec, files, health, sandboxes, secrets, sessions};
+use super::{exec, files, health, sandboxes, secrets, sessions, shell};
 
 /// The API description served at `/openapi.json`.
 #[derive(OpenApi)]
@@ -24,6 +24,7 @@ use super::{exec, files, health, sandboxes, secrets, sessions};
         sessions::list_sessions,
         sessions::kill_session,
         sessions::list_ports,
+        shell::shell_ws,
         secrets::set_secret,
         secrets::list_secrets,
         secrets::delete_secret,

@@ -5,6 +5,7 @@ pub mod files;
 pub mod sandboxes;
 pub mod secrets;
 pub mod sessions;
+pub mod shell;
 
 use bhatti_engine::agent::AgentError;
 use bhatti_engine::EngineError;

@@ -639,3 +639,90 @@ async fn raw_http(addr: std::net::SocketAddr, req: String) -> String {
     let _ = tokio::time::timeout(Duration::from_secs(10), sock.read_to_end(&mut buf)).await;
     String::from_utf8_lossy(&buf).into_owned()
 }
+
+/// Reads shell output until `want` shows up (10 s).
+async fn read_until(rd: &mut bhatti_client::ShellReader, want: &str) -> String {
+    let mut seen = String::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !seen.contains(want) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, rd.next()).await {
+            Ok(Ok(Some(bhatti_client::ShellEvent::Output(b)))) => {
+                seen.push_str(&String::from_utf8_lossy(&b))
+            }
+            other => panic!("waiting for {want:?}: {other:?}; seen {seen:?}"),
+        }
+    }
+    seen
+}
+
+#[tokio::test]
+async fn shell_websocket_detach_reattach_resize() {
+    let (app, _l, key) = setup("alice").await;
+    let client = bhatti_client::Client::new(&app.url, Some(key.clone())).unwrap();
+    let (sid, mut wr, mut rd) = client.shell("dev", None, false).await.unwrap();
+    assert!(sid.starts_with('s'), "{sid}");
+    wr.resize(30, 100).await.unwrap();
+    wr.input(b"echo hi-$((40+2)); stty size\r").await.unwrap();
+    let seen = read_until(&mut rd, "30 100").await;
+    assert!(seen.contains("hi-42"), "{seen}");
+    // Detach: the shell keeps running, unattached.
+    wr.close().await;
+    drop(rd);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, v) = app
+            .call(Method::GET, "/sandboxes/dev/sessions", Some(&key), None)
+            .await;
+        let s = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["session_id"] == sid.as_str())
+            .cloned()
+            .expect("session listed");
+        if s["attached"] == false {
+            assert_eq!(s["running"], true);
+            assert_eq!(s["tty"], true);
+            break;
+        }
+        assert!(Instant::now() < deadline, "still attached: {s}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Reattach by default: same session, scrollback replayed.
+    let (sid2, mut wr, mut rd) = client.shell("dev", None, false).await.unwrap();
+    assert_eq!(sid2, sid);
+    read_until(&mut rd, "hi-42").await;
+    // --new starts another one.
+    let (sid3, mut wr3, _rd3) = client.shell("dev", None, true).await.unwrap();
+    assert_ne!(sid3, sid);
+    wr3.close().await;
+    // The shell exits: close code 1000.
+    wr.input(b"exit\r").await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, rd.next()).await.expect("no close") {
+            Ok(Some(bhatti_client::ShellEvent::Closed { code, .. })) => {
+                assert_eq!(code, Some(1000));
+                break;
+            }
+            Ok(Some(_)) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    // Errors: unknown session (after upgrade, as text), unknown sandbox and no key (before).
+    let e = client
+        .shell("dev", Some("s999"), false)
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("attach error") && e.contains("not found"), "{e}");
+    let e = client.shell("nope", None, false).await.err().unwrap();
+    assert_eq!(e.status(), Some(404), "{e}");
+    let anon = bhatti_client::Client::new(&app.url, None).unwrap();
+    let e = anon.shell("dev", None, false).await.err().unwrap();
+    assert_eq!(e.status(), Some(401), "{e}");
+    app.stop().await;
+}

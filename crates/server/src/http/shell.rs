@@ -1,0 +1,153 @@
+//! `GET /sandboxes/:id/ws`: the interactive shell over a WebSocket (reference §2.7).
+//!
+//! Server → client: first a text message `{"type":"session","session_id":"s3"}`, then terminal
+//! output as binary messages (≤ 4096 bytes each); close 1000 when the shell exits. Client →
+//! server: binary or text bytes are keystrokes; a text message that parses as
+//! `{"type":"resize","rows":R,"cols":C}` resizes. Pings every 30 s; a client silent for 90 s is
+//! dropped. Disconnecting detaches: the shell keeps running (and is reattached next time).
+
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Query, State};
+use axum::response::Response;
+use bhatti_engine::agent::{AgentClient, AgentEvent};
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
+
+use crate::error::ApiError;
+use crate::extract::AuthUser;
+use crate::service::shell as svc;
+use crate::state::AppState;
+
+const PING_EVERY: Duration = Duration::from_secs(30);
+const READ_DEADLINE: Duration = Duration::from_secs(90);
+const WRITE_DEADLINE: Duration = Duration::from_secs(10);
+const CHUNK: usize = 4096;
+
+/// Query of `/ws`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct ShellQuery {
+    /// Attach to this session (taking it over from any other client).
+    pub session: Option<String>,
+    /// Always start a new shell.
+    #[serde(default)]
+    pub new: bool,
+}
+
+/// Opens (or reattaches) an interactive shell as a WebSocket.
+#[utoipa::path(get, path = "/sandboxes/{id}/ws", tag = "shell",
+    params(("id" = String, Path, description = "Sandbox id or name"), ShellQuery),
+    responses(
+        (status = 101, description = "WebSocket: see the module documentation for the protocol"),
+        (status = 404, description = "No such sandbox", body = bhatti_api::ErrorBody),
+        (status = 409, description = "Sandbox not running", body = bhatti_api::ErrorBody),
+    ))]
+pub async fn shell_ws(
+    State(st): State<AppState>,
+    AuthUser(user): AuthUser,
+    Path(id): Path<String>,
+    Query(q): Query<ShellQuery>,
+    ws: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let agent = svc::prepare(&st, &user, &id).await?;
+    Ok(ws.on_upgrade(move |socket| relay(socket, agent, q)))
+}
+
+async fn send(ws: &mut (impl SinkExt<Message> + Unpin), m: Message) -> bool {
+    matches!(
+        tokio::time::timeout(WRITE_DEADLINE, ws.send(m)).await,
+        Ok(Ok(()))
+    )
+}
+
+fn close(code: u16, reason: &'static str) -> Message {
+    Message::Close(Some(CloseFrame {
+        code,
+        reason: reason.into(),
+    }))
+}
+
+async fn relay(mut ws: WebSocket, agent: AgentClient, q: ShellQuery) {
+    let shell = match svc::open(&agent, q.session.as_deref(), q.new).await {
+        Ok(s) => s,
+        Err(e) => {
+            let what = if q.session.is_some() { "attach" } else { "shell" };
+            let _ = send(&mut ws, Message::Text(format!("{what} error: {e}").into())).await;
+            let _ = send(&mut ws, close(1011, "shell unavailable")).await;
+            return;
+        }
+    };
+    tracing::debug!(session = %shell.session_id, reattached = shell.reattached, "shell attached");
+    let hello = serde_json::json!({"type": "session", "session_id": shell.session_id}).to_string();
+    let (mut tx, mut rx) = ws.split();
+    if !send(&mut tx, Message::Text(hello.into())).await {
+        return;
+    }
+    let (mut rd, mut wr) = shell.channel.into_split();
+    let mut ping = tokio::time::interval(PING_EVERY);
+    ping.tick().await;
+    let mut last_seen = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            ev = rd.next_event() => match ev {
+                Ok(Some(AgentEvent::Stdout(b) | AgentEvent::Stderr(b))) => {
+                    if !send_output(&mut tx, b).await {
+                        break;
+                    }
+                }
+                Ok(Some(AgentEvent::Exit(_))) => {
+                    let _ = send(&mut tx, close(1000, "exited")).await;
+                    break;
+                }
+                Ok(Some(AgentEvent::Error(m))) => {
+                    let _ = send(&mut tx, Message::Text(format!("shell error: {m}").into())).await;
+                    let _ = send(&mut tx, close(1011, "shell error")).await;
+                    break;
+                }
+                Ok(Some(AgentEvent::SessionInfo(_))) => {}
+                Ok(None) | Err(_) => {
+                    let _ = send(&mut tx, close(1011, "sandbox connection lost")).await;
+                    break;
+                }
+            },
+            msg = rx.next() => {
+                last_seen = tokio::time::Instant::now();
+                let res = match msg {
+                    Some(Ok(Message::Binary(b))) => wr.stdin(&b).await,
+                    Some(Ok(Message::Text(t))) => match svc::parse_resize(t.as_str()) {
+                        Some((rows, cols)) => wr.resize(rows, cols).await,
+                        None => wr.stdin(t.as_bytes()).await,
+                    },
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => Ok(()),
+                    // Client gone: detach (the shell keeps running).
+                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
+                };
+                if res.is_err() {
+                    let _ = send(&mut tx, close(1011, "sandbox connection lost")).await;
+                    break;
+                }
+            }
+            _ = ping.tick() => {
+                if last_seen.elapsed() > READ_DEADLINE
+                    || !send(&mut tx, Message::Ping(Bytes::new())).await
+                {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+async fn send_output(tx: &mut (impl SinkExt<Message> + Unpin), b: Bytes) -> bool {
+    let mut off = 0;
+    while off < b.len() {
+        let end = (off + CHUNK).min(b.len());
+        if !send(tx, Message::Binary(b.slice(off..end))).await {
+            return false;
+        }
+        off = end;
+    }
+    true
+}
