@@ -256,6 +256,14 @@ impl Server {
             tracing::info!("shutting down");
             let _ = signalled_tx.send(true);
         };
+        // Without TCP_NODELAY a streamed response's first small chunk waits for the ACK of the
+        // headers (up to 40 ms of delayed ACK): NDJSON exec would lose its time-to-first-byte.
+        use axum::serve::ListenerExt;
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "could not set TCP_NODELAY");
+            }
+        });
         let serve = axum::serve(
             listener,
             app.into_make_service_with_connect_info::<SocketAddr>(),
