@@ -22,6 +22,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/sandboxes/{id}"),
     ("delete", "/sandboxes/{id}"),
     ("post", "/sandboxes/{id}/exec"),
+    ("get", "/sandboxes/{id}/exec/ws"),
     ("get", "/sandboxes/{id}/files"),
     ("put", "/sandboxes/{id}/files"),
     ("head", "/sandboxes/{id}/files"),
@@ -49,6 +50,7 @@ pub fn app(state: AppState) -> Router {
             get(sandboxes::get_sandbox).delete(sandboxes::destroy_sandbox),
         )
         .route("/sandboxes/{id}/exec", post(exec::exec))
+        .route("/sandboxes/{id}/exec/ws", get(shell::piped_ws))
         .route(
             "/sandboxes/{id}/files",
             get(files::get_file)

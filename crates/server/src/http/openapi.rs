@@ -25,6 +25,7 @@ use super::{exec, files, health, sandboxes, secrets, sessions, shell};
         sessions::kill_session,
         sessions::list_ports,
         shell::shell_ws,
+        shell::piped_ws,
         secrets::set_secret,
         secrets::list_secrets,
         secrets::delete_secret,

@@ -73,7 +73,11 @@ async fn relay(mut ws: WebSocket, agent: AgentClient, q: ShellQuery) {
     let shell = match svc::open(&agent, q.session.as_deref(), q.new).await {
         Ok(s) => s,
         Err(e) => {
-            let what = if q.session.is_some() { "attach" } else { "shell" };
+            let what = if q.session.is_some() {
+                "attach"
+            } else {
+                "shell"
+            };
             let _ = send(&mut ws, Message::Text(format!("{what} error: {e}").into())).await;
             let _ = send(&mut ws, close(1011, "shell unavailable")).await;
             return;
@@ -150,4 +154,135 @@ async fn send_output(tx: &mut (impl SinkExt<Message> + Unpin), b: Bytes) -> bool
         off = end;
     }
     true
+}
+
+/// Query of `/exec/ws`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct PipedQuery {
+    /// Reattach to this piped session (taking it over from any other client).
+    pub session: Option<String>,
+}
+
+/// How long a new piped session's first message (`{"cmd":[…]}`) may take.
+const FIRST_MESSAGE: Duration = Duration::from_secs(10);
+
+/// A long-running non-TTY process with scrollback and reattach, over a WebSocket (§2.8).
+///
+/// New session: the client's first message (within 10 s) is `{"cmd":[…], "env"?, "max_idle_sec"?
+/// (default 3600), "cwd"?}`; a bad one gets `{"error":"…"}` and close. Reattach: `?session=`.
+/// The server sends `{"type":"session","session_id":…}`, then the output (stdout and stderr
+/// merged) as text messages (invalid UTF-8 replaced by U+FFFD), then `{"type":"exit",
+/// "exit_code":N}` and close 1000; agent errors are `{"type":"error","message":…}`. Every client
+/// message's bytes go to the process's stdin.
+#[utoipa::path(get, path = "/sandboxes/{id}/exec/ws", tag = "exec",
+    params(("id" = String, Path, description = "Sandbox id or name"), PipedQuery),
+    responses(
+        (status = 101, description = "WebSocket: see the description for the protocol"),
+        (status = 404, description = "No such sandbox", body = bhatti_api::ErrorBody),
+        (status = 409, description = "Sandbox not running", body = bhatti_api::ErrorBody),
+    ))]
+pub async fn piped_ws(
+    State(st): State<AppState>,
+    AuthUser(user): AuthUser,
+    Path(id): Path<String>,
+    Query(q): Query<PipedQuery>,
+    ws: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let agent = svc::prepare(&st, &user, &id).await?;
+    Ok(ws.on_upgrade(move |socket| piped_relay(socket, agent, q)))
+}
+
+fn json_text(v: serde_json::Value) -> Message {
+    Message::Text(v.to_string().into())
+}
+
+async fn piped_relay(mut ws: WebSocket, agent: AgentClient, q: PipedQuery) {
+    let opened = match q.session.as_deref().filter(|s| !s.is_empty()) {
+        Some(sid) => svc::attach_piped(&agent, sid)
+            .await
+            .map_err(|e| e.to_string()),
+        None => {
+            let first = match tokio::time::timeout(FIRST_MESSAGE, ws.recv()).await {
+                Ok(Some(Ok(Message::Text(t)))) => svc::parse_piped_start(t.as_str()),
+                Ok(Some(Ok(Message::Binary(b)))) => {
+                    svc::parse_piped_start(&String::from_utf8_lossy(&b))
+                }
+                Err(_) => Err("cmd required (no start message within 10s)".into()),
+                _ => return,
+            };
+            match first {
+                Ok(p) => svc::open_piped(&agent, p).await.map_err(|e| e.to_string()),
+                Err(e) => Err(e),
+            }
+        }
+    };
+    let shell = match opened {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = send(&mut ws, json_text(serde_json::json!({ "error": e }))).await;
+            let _ = send(&mut ws, close(1008, "no session")).await;
+            return;
+        }
+    };
+    let hello = serde_json::json!({"type": "session", "session_id": shell.session_id});
+    let (mut tx, mut rx) = ws.split();
+    if !send(&mut tx, json_text(hello)).await {
+        return;
+    }
+    let (mut rd, mut wr) = shell.channel.into_split();
+    let mut text = crate::service::exec::Utf8Chunker::default();
+    let mut ping = tokio::time::interval(PING_EVERY);
+    ping.tick().await;
+    let mut last_seen = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            ev = rd.next_event() => match ev {
+                Ok(Some(AgentEvent::Stdout(b) | AgentEvent::Stderr(b))) => {
+                    if let Some((t, _)) = text.push(&b) {
+                        if !send(&mut tx, Message::Text(t.into())).await {
+                            break;
+                        }
+                    }
+                }
+                Ok(Some(AgentEvent::Exit(code))) => {
+                    if let Some((t, _)) = text.finish() {
+                        let _ = send(&mut tx, Message::Text(t.into())).await;
+                    }
+                    let _ = send(&mut tx, json_text(serde_json::json!({"type": "exit", "exit_code": code}))).await;
+                    let _ = send(&mut tx, close(1000, "exited")).await;
+                    break;
+                }
+                Ok(Some(AgentEvent::Error(m))) => {
+                    let _ = send(&mut tx, json_text(serde_json::json!({"type": "error", "message": m}))).await;
+                    let _ = send(&mut tx, close(1011, "error")).await;
+                    break;
+                }
+                Ok(Some(AgentEvent::SessionInfo(_))) => {}
+                Ok(None) | Err(_) => {
+                    let _ = send(&mut tx, close(1011, "sandbox connection lost")).await;
+                    break;
+                }
+            },
+            msg = rx.next() => {
+                last_seen = tokio::time::Instant::now();
+                let res = match msg {
+                    Some(Ok(Message::Binary(b))) => wr.stdin(&b).await,
+                    Some(Ok(Message::Text(t))) => wr.stdin(t.as_bytes()).await,
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => Ok(()),
+                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
+                };
+                if res.is_err() {
+                    let _ = send(&mut tx, close(1011, "sandbox connection lost")).await;
+                    break;
+                }
+            }
+            _ = ping.tick() => {
+                if last_seen.elapsed() > READ_DEADLINE
+                    || !send(&mut tx, Message::Ping(Bytes::new())).await
+                {
+                    break;
+                }
+            }
+        }
+    }
 }

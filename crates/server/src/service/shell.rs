@@ -57,7 +57,8 @@ pub async fn open(
             match start(agent, attach_request(&s.session_id, true), true).await {
                 Ok(shell) => return Ok(shell),
                 // Someone attached (or it ended) in between: start a new one instead.
-                Err(AgentError::Remote(m)) if m.contains("attached") || m.contains("not found") => {}
+                Err(AgentError::Remote(m)) if m.contains("attached") || m.contains("not found") => {
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -122,6 +123,64 @@ async fn start(
     }
 }
 
+/// The first message of a new piped session (`/exec/ws`).
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+pub struct PipedStart {
+    /// argv.
+    #[serde(default)]
+    pub cmd: Vec<String>,
+    /// Extra environment.
+    #[serde(default)]
+    pub env: Option<std::collections::BTreeMap<String, String>>,
+    /// Kill after this long detached (default 3600 s).
+    #[serde(default)]
+    pub max_idle_sec: Option<u64>,
+    /// Extension: absolute working directory.
+    #[serde(default)]
+    pub cwd: Option<String>,
+}
+
+/// Parses and checks the first message of a piped session; the error is the text to send.
+pub fn parse_piped_start(text: &str) -> Result<PipedStart, String> {
+    let p: PipedStart = serde_json::from_str(text).map_err(|e| format!("invalid json: {e}"))?;
+    if p.cmd.first().is_none_or(|c| c.is_empty()) {
+        return Err("cmd required".into());
+    }
+    if let Some(cwd) = &p.cwd {
+        if !cwd.starts_with('/') {
+            return Err(format!("cwd must be an absolute path (got {cwd:?})"));
+        }
+    }
+    Ok(p)
+}
+
+/// Starts a piped session (stdout and stderr merged, scrollback kept, reattachable).
+pub async fn open_piped(agent: &AgentClient, start_req: PipedStart) -> Result<Shell, AgentError> {
+    let req = ExecRequest {
+        argv: start_req.cmd,
+        env: start_req.env,
+        cwd: start_req.cwd,
+        session: true,
+        max_idle_sec: Some(
+            start_req
+                .max_idle_sec
+                .filter(|s| *s > 0)
+                .unwrap_or(SHELL_IDLE_SECS),
+        ),
+        ..Default::default()
+    };
+    start(agent, req, false).await
+}
+
+/// Attaches to a piped session (taking it over from any other client).
+pub async fn attach_piped(agent: &AgentClient, sid: &str) -> Result<Shell, AgentError> {
+    let req = ExecRequest {
+        session_id: Some(sid.to_string()),
+        ..Default::default()
+    };
+    start(agent, req, true).await
+}
+
 /// A client text message that is a resize request: `{"type":"resize","rows":R,"cols":C}`.
 pub fn parse_resize(text: &str) -> Option<(u16, u16)> {
     #[derive(serde::Deserialize)]
@@ -138,6 +197,23 @@ pub fn parse_resize(text: &str) -> Option<(u16, u16)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn piped_start_messages() {
+        assert_eq!(
+            parse_piped_start(r#"{"cmd":["cat"]}"#).unwrap().cmd,
+            ["cat"]
+        );
+        assert_eq!(parse_piped_start("{}").unwrap_err(), "cmd required");
+        assert_eq!(
+            parse_piped_start(r#"{"cmd":[""]}"#).unwrap_err(),
+            "cmd required"
+        );
+        assert!(parse_piped_start("nope")
+            .unwrap_err()
+            .starts_with("invalid json"));
+        assert!(parse_piped_start(r#"{"cmd":["x"],"cwd":"rel"}"#).is_err());
+    }
 
     #[test]
     fn resize_messages() {

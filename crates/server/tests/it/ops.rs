@@ -702,7 +702,10 @@ async fn shell_websocket_detach_reattach_resize() {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, rd.next()).await.expect("no close") {
+        match tokio::time::timeout(left, rd.next())
+            .await
+            .expect("no close")
+        {
             Ok(Some(bhatti_client::ShellEvent::Closed { code, .. })) => {
                 assert_eq!(code, Some(1000));
                 break;
@@ -725,4 +728,93 @@ async fn shell_websocket_detach_reattach_resize() {
     let e = anon.shell("dev", None, false).await.err().unwrap();
     assert_eq!(e.status(), Some(401), "{e}");
     app.stop().await;
+}
+
+mod piped {
+    use super::*;
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Message;
+
+    type Ws = tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >;
+
+    async fn connect(app: &TestApp, key: &str, query: &str) -> Ws {
+        let url = format!("ws://{}/sandboxes/dev/exec/ws{query}", app.addr);
+        let mut req = url.into_client_request().unwrap();
+        req.headers_mut()
+            .insert("authorization", format!("Bearer {key}").parse().unwrap());
+        tokio_tungstenite::connect_async(req).await.unwrap().0
+    }
+
+    /// Text messages until one contains `want` (10 s); returns them joined.
+    async fn text_until(ws: &mut Ws, want: &str) -> String {
+        let mut seen = String::new();
+        while !seen.contains(want) {
+            match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
+                Ok(Some(Ok(Message::Text(t)))) => seen.push_str(t.as_str()),
+                Ok(Some(Ok(Message::Ping(_)))) => {}
+                other => panic!("waiting for {want:?}: {other:?}; seen {seen:?}"),
+            }
+        }
+        seen
+    }
+
+    #[tokio::test]
+    async fn piped_session_websocket() {
+        let (app, _l, key) = setup("alice").await;
+        let mut ws = connect(&app, &key, "").await;
+        ws.send(Message::Text(
+            r#"{"cmd":["sh","-c","read x; echo got-$x; echo err >&2; exit 5"]}"#.into(),
+        ))
+        .await
+        .unwrap();
+        let hello = text_until(&mut ws, "session_id").await;
+        let v: Value = serde_json::from_str(&hello).unwrap();
+        assert_eq!(v["type"], "session");
+        ws.send(Message::Binary(b"hello\n".to_vec().into()))
+            .await
+            .unwrap();
+        let out = text_until(&mut ws, "\"exit\"").await;
+        assert!(out.contains("got-hello") && out.contains("err"), "{out}");
+        assert!(out.contains(r#""exit_code":5"#), "{out}");
+        match tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
+            Ok(Some(Ok(Message::Close(Some(f))))) => assert_eq!(u16::from(f.code), 1000),
+            other => panic!("{other:?}"),
+        }
+
+        // Detach and reattach: scrollback, then live input.
+        let mut ws = connect(&app, &key, "").await;
+        ws.send(Message::Text(r#"{"cmd":["cat"]}"#.into()))
+            .await
+            .unwrap();
+        let v: Value = serde_json::from_str(&text_until(&mut ws, "session_id").await).unwrap();
+        let sid = v["session_id"].as_str().unwrap().to_string();
+        ws.send(Message::Text("one\n".into())).await.unwrap();
+        text_until(&mut ws, "one").await;
+        drop(ws);
+        let mut ws = connect(&app, &key, &format!("?session={sid}")).await;
+        let first = text_until(&mut ws, "session_id").await;
+        assert!(first.contains(&sid), "{first}");
+        text_until(&mut ws, "one").await;
+        ws.send(Message::Text("two\n".into())).await.unwrap();
+        text_until(&mut ws, "two").await;
+        let (s, _) = app
+            .call(
+                Method::DELETE,
+                &format!("/sandboxes/dev/sessions/{sid}"),
+                Some(&key),
+                None,
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK);
+
+        // Bad start message.
+        let mut ws = connect(&app, &key, "").await;
+        ws.send(Message::Text("{}".into())).await.unwrap();
+        let e = text_until(&mut ws, "error").await;
+        assert_eq!(e, r#"{"error":"cmd required"}"#);
+        app.stop().await;
+    }
 }
