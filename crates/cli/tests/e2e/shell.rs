@@ -54,7 +54,7 @@ fn shell_detach_reattach_resize_in_tmux() {
         eprintln!("SKIP: tmux not installed");
         return;
     }
-    let d = Daemon::start();
+    let mut d = Daemon::start();
     d.ok(&[
         "create", "--name", "dev", "--image", "tiny", "--memory", "256",
     ]);
@@ -136,4 +136,34 @@ fn shell_detach_reattach_resize_in_tmux() {
     t.run(&["send-keys", "-t", "b", "exit", "Enter"]);
     let screen = t.wait_for("b", "BHATTI-EXIT-0");
     assert!(!screen.contains("connection lost"), "{screen}");
+
+    // A lost connection says so, tells how to reconnect, and restores the terminal.
+    t.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "c",
+        "-x",
+        "100",
+        "-y",
+        "30",
+        &shell_cmd("c"),
+    ]);
+    t.run(&["send-keys", "-t", "c", "echo ready-$((2+3))", "Enter"]);
+    t.wait_for("c", "ready-5");
+    d.kill9();
+    let screen = t.wait_for("c", "BHATTI-EXIT-0");
+    assert!(screen.contains("connection lost (session s"), "{screen}");
+    assert!(screen.contains("reconnect: bhatti shell dev"), "{screen}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !std::path::Path::new(&format!("{dir}/c.after")).exists() {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(
+        std::fs::read_to_string(format!("{dir}/c.before")).unwrap(),
+        std::fs::read_to_string(format!("{dir}/c.after")).unwrap(),
+        "terminal settings not restored after a lost connection"
+    );
 }

@@ -39,6 +39,12 @@ async fn openapi_lists_every_route_and_error_shape() {
         "Health",
         "StatusResponse",
         "User",
+        "ExecRequest",
+        "ExecResult",
+        "ExecEvent",
+        "Session",
+        "Port",
+        "FileEntry",
     ] {
         assert!(doc["components"]["schemas"][schema].is_object(), "{schema}");
     }
