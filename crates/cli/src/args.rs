@@ -363,6 +363,35 @@ mod tests {
     }
 
     #[test]
+    fn exec_command_lines() {
+        let cmd = |args: &[&str]| match Cli::try_parse_from(args).unwrap().command {
+            Command::Exec(e) => e,
+            other => panic!("{other:?}"),
+        };
+        let e = cmd(&[
+            "bhatti",
+            "exec",
+            "dev",
+            "--timeout",
+            "2",
+            "--",
+            "sh",
+            "-c",
+            "exit 3",
+        ]);
+        assert_eq!((e.sandbox.as_str(), e.timeout), ("dev", 2));
+        assert_eq!(e.cmd, ["sh", "-c", "exit 3"]);
+        let e = cmd(&["bhatti", "exec", "dev", "ls", "-la", "--json"]);
+        assert_eq!(e.cmd, ["ls", "-la", "--json"]);
+        let e = cmd(&["bhatti", "--json", "exec", "-e", "A=1", "dev", "--", "--x"]);
+        assert_eq!(
+            (e.env.as_slice(), e.cmd.as_slice()),
+            (&["A=1".to_string()][..], &["--x".to_string()][..])
+        );
+        assert!(cmd(&["bhatti", "exec", "dev"]).cmd.is_empty());
+    }
+
+    #[test]
     fn aliases() {
         for (alias, ok) in [("ls", true), ("rm", true), ("info", true), ("nope", false)] {
             let args: Vec<&str> = match alias {

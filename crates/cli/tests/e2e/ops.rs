@@ -229,6 +229,34 @@ fn exec_timeout_and_streaming() {
         &url,
     ]);
     assert!(out.ends_with("401"), "{out}");
+    let huge = d.dir.path().join("huge.json");
+    std::fs::write(
+        &huge,
+        format!(r#"{{"cmd":["echo","{}"]}}"#, "x".repeat(2 << 20)),
+    )
+    .unwrap();
+    let out = curl(&[
+        "-s",
+        "-w",
+        "%{http_code}",
+        "-H",
+        &auth,
+        "--data-binary",
+        &format!("@{}", huge.display()),
+        &url,
+    ]);
+    assert!(out.contains("too large") && out.ends_with("413"), "{out}");
+    let other = curl(&[
+        "-s",
+        "-w",
+        "%{http_code}",
+        "-H",
+        &auth,
+        "-d",
+        r#"{"cmd":["true"]}"#,
+        &format!("{}/sandboxes/nope/exec", d.url()),
+    ]);
+    assert!(other.ends_with("404"), "{other}");
 }
 
 #[test]
