@@ -286,6 +286,32 @@ async fn exec_streams_events_as_produced() {
 }
 
 #[tokio::test]
+async fn streaming_client_that_goes_away_kills_the_command() {
+    // Noticed when the next output cannot be delivered.
+    let (app, l, key) = setup("alice").await;
+    let marker = l.path("abandoned");
+    let mut r = app
+        .http
+        .post(format!("{}/sandboxes/dev/exec", app.url))
+        .bearer_auth(&key)
+        .header("accept", "application/x-ndjson")
+        .json(&json!({"cmd": ["sh", "-c", format!(
+            "i=0; while [ $i -lt 40 ]; do echo $i; sleep 0.1; i=$((i+1)); done; touch {marker}"
+        )]}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.chunk().await.unwrap().is_some());
+    drop(r);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(
+        !std::path::Path::new(&marker).exists(),
+        "the command outlived its streaming client"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn exec_bad_inputs() {
     let (app, _l, key) = setup("alice").await;
     let bob = app.user("bob");
