@@ -62,7 +62,7 @@ pub enum Command {
     Destroy(DestroyArgs),
     /// Run a command in a sandbox: bhatti exec NAME -- CMD…
     Exec(ExecArgs),
-    /// Interactive shell in a sandbox (Ctrl+\\ detaches; the shell keeps running)
+    /// Interactive shell in a sandbox (Ctrl+\ detaches; the shell keeps running)
     #[command(visible_alias = "sh")]
     Shell(ShellArgs),
     /// List a sandbox's sessions (shells, piped sessions, init)
