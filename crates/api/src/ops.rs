@@ -34,7 +34,7 @@ pub struct ExecRequest {
     /// Extension: extra environment variables (override the sandbox's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub env: Option<BTreeMap<String, String>>,
-    /// Extension: absolute working directory (default `/`).
+    /// Extension: absolute working directory (default `/workspace` when the image has it, else `/`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cwd: Option<String>,
     /// Extension: standard input, base64. It is written and then closed; without it the
