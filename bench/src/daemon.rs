@@ -47,10 +47,11 @@ impl Daemon {
             "listen: 127.0.0.1:{port}\ndata_dir: {data}\nlog_level: warn\nfirst_start_cli_config: {home}/cli.yaml\n\
              admin: {{max_sandboxes: 500, max_cpus: 4, max_memory_mb: 4096}}\n\
              rate_limits:\n  create: {{burst: 100000, per_minute: 1000000}}\n  exec: {{burst: 100000, per_minute: 1000000}}\n  other: {{burst: 100000, per_minute: 1000000}}\n\
-             namespace:\n  lohar_path: {lohar}\n  images_dir: {images}\n  cgroup_parent: bhatti-bench\n  build_default_image: false\n  uid_base: 40000000\n",
+             namespace:\n  lohar_path: {lohar}\n  images_dir: {images}\n  cgroup_parent: {parent}\n  build_default_image: false\n  uid_base: 40000000\n",
             data = dir.path().join("data").display(),
             home = dir.path().display(),
             images = images.display(),
+            parent = cgroup_parent(),
         );
         std::fs::write(dir.path().join("config.yaml"), config)?;
         let log = std::fs::File::create(dir.path().join("daemon.log"))?;
@@ -98,11 +99,22 @@ impl Daemon {
     }
 }
 
+/// This run's cgroup parent (removed when the daemon stops).
+fn cgroup_parent() -> String {
+    format!("bhatti-bench-{}", std::process::id())
+}
+
 impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = Command::new("kill")
             .arg(self.child.id().to_string())
             .status();
         let _ = self.child.wait();
+        // Every sandbox was destroyed; only the (empty) parent groups are left to remove.
+        if let Ok(controllers) = std::fs::read_dir("/sys/fs/cgroup") {
+            for c in controllers.flatten() {
+                let _ = std::fs::remove_dir(c.path().join(cgroup_parent()));
+            }
+        }
     }
 }
