@@ -46,6 +46,30 @@ pub trait Engine: Send + Sync + 'static {
     /// Where and how to reach the sandbox's lohar.
     async fn agent(&self, engine_id: &str) -> Result<AgentEndpoint, EngineError>;
 
+    /// Stops a sandbox: its processes and memory are released, its filesystem (and its id
+    /// range / IP reservation, where the engine has them) kept for [`Engine::start`].
+    async fn stop(&self, _engine_id: &str) -> Result<(), EngineError> {
+        Err(EngineError::NotSupported {
+            engine: self.name(),
+            what: "stop",
+        })
+    }
+
+    /// Starts a stopped sandbox again over its kept filesystem (the `init` session runs
+    /// again). `spec.id` is the engine id.
+    async fn start(&self, _spec: &SandboxSpec) -> Result<Created, EngineError> {
+        Err(EngineError::NotSupported {
+            engine: self.name(),
+            what: "start",
+        })
+    }
+
+    /// Total CPU time the sandbox's processes have used, in microseconds (the thermal manager
+    /// compares it between ticks: real work keeps a sandbox hot). `None` when unknown.
+    async fn usage(&self, _engine_id: &str) -> Option<u64> {
+        None
+    }
+
     /// After a daemon restart: adopts each listed sandbox whose processes still run, starts the
     /// others again over their kept filesystem, and removes whatever the engine holds for
     /// sandboxes not listed (a crashed daemon's leftovers). `spec.id` is the engine id.

@@ -562,3 +562,54 @@ root_test!(namespaces_devices_caps_and_seccomp_are_in_place, || async {
     assert_eq!(stdout(&o), "/");
     t.engine.destroy(&s.engine_id).await.unwrap();
 });
+
+root_test!(stop_start_keeps_files_ip_and_reruns_init, || async {
+    let t = engine().await;
+    let mut sp = spec("stop-start", "tiny", 1);
+    sp.init = Some("echo booted >> /workspace/boots; exec sleep 1000".into());
+    let s = create(&t, &sp).await;
+    sh(&s, "echo kept > /workspace/f.txt").await;
+    // usage: CPU time grows with real work.
+    let u0 = t.engine.usage(&s.engine_id).await.expect("usage");
+    sh(&s, "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done").await;
+    let u1 = t.engine.usage(&s.engine_id).await.expect("usage");
+    assert!(u1 > u0 + 10_000, "cpu usage {u0} -> {u1}");
+    let meta = t.engine.meta(&s.engine_id).unwrap();
+
+    t.engine.stop(&s.engine_id).await.expect("stop");
+    assert!(!process_running(meta.pid), "lohar still runs after stop");
+    assert_eq!(
+        t.engine.state(&s.engine_id).await.unwrap(),
+        bhatti_engine::RunState::Stopped
+    );
+    assert!(t.engine.usage(&s.engine_id).await.is_none());
+    // Stopping twice is fine.
+    t.engine.stop(&s.engine_id).await.expect("second stop");
+
+    let c = t.engine.start(&sp).await.expect("start");
+    assert_eq!(c.ip, Some(meta.ip));
+    let s2 = Sandbox {
+        engine_id: s.engine_id.clone(),
+        client: bhatti_engine::agent::AgentClient::new(t.engine.agent(&s.engine_id).await.unwrap()),
+        ip: meta.ip,
+    };
+    assert_eq!(
+        stdout(&sh(&s2, "cat /workspace/f.txt; id -u").await),
+        "kept\n1000"
+    );
+    let mut boots = String::new();
+    for _ in 0..50 {
+        boots = stdout(&sh(&s2, "cat /workspace/boots").await);
+        if boots.lines().count() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(boots, "booted\nbooted");
+    assert!(
+        t.engine.start(&sp).await.is_err(),
+        "start of a running sandbox"
+    );
+    t.engine.destroy(&s.engine_id).await.unwrap();
+    assert!(!t.dir.path().join("sandboxes").join(&s.engine_id).exists());
+});

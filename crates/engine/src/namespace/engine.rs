@@ -422,7 +422,11 @@ impl Engine for NamespaceEngine {
                 .await
             }
             None => {
-                // Unknown to this process (e.g. a failed create): remove what may exist.
+                // Unknown to this process (a failed create, or a stopped sandbox): remove what
+                // may exist, and give back a stopped sandbox's id range.
+                if let Some(m) = self.load_state(engine_id) {
+                    self.slots.release(m.slot);
+                }
                 let cg = self.cgroups.open(engine_id);
                 if let Some(cg) = cg {
                     let _ = tokio::task::spawn_blocking(move || cg.destroy()).await;
@@ -478,6 +482,54 @@ impl Engine for NamespaceEngine {
             .get(engine_id)
             .ok_or_else(|| EngineError::NotFound(engine_id.into()))?;
         Ok(self.endpoint(r.meta.ip, &r.token))
+    }
+
+    async fn stop(&self, engine_id: &str) -> Result<(), EngineError> {
+        let running = self
+            .sandboxes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(engine_id);
+        let Some(r) = running else {
+            // Not running in this process: stopped already if its directory exists.
+            return if self.dir(engine_id).is_dir() {
+                if let Some(cg) = self.cgroups.open(engine_id) {
+                    let _ = tokio::task::spawn_blocking(move || cg.destroy()).await;
+                }
+                Ok(())
+            } else {
+                Err(EngineError::NotFound(engine_id.into()))
+            };
+        };
+        if pid_alive(r.meta.pid) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(r.meta.pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        // Processes, cgroup and veth go; the directory (the user's files) and the id range stay.
+        // state.json stays too: `start` reads the slot and IP from it.
+        self.teardown(engine_id, r.meta.subnet_index, None, Some(&r.cgroup), false)
+            .await
+    }
+
+    async fn start(&self, spec: &SandboxSpec) -> Result<Created, EngineError> {
+        if self.get(&spec.id).is_some_and(|r| pid_alive(r.meta.pid)) {
+            return Err(io("start", "sandbox is running"));
+        }
+        self.sandboxes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&spec.id);
+        let meta = self.load_state(&spec.id);
+        if let Some(m) = &meta {
+            self.slots.reserve(m.slot);
+        }
+        self.restart(spec, meta).await
+    }
+
+    async fn usage(&self, engine_id: &str) -> Option<u64> {
+        self.get(engine_id)?.cgroup.cpu_usage_usec().ok()
     }
 }
 

@@ -22,7 +22,7 @@ impl NamespaceEngine {
         std::fs::rename(tmp, dir.join(STATE_FILE))
     }
 
-    fn load_state(&self, engine_id: &str) -> Option<SandboxMeta> {
+    pub(super) fn load_state(&self, engine_id: &str) -> Option<SandboxMeta> {
         let bytes = std::fs::read(self.dir(engine_id).join(STATE_FILE)).ok()?;
         serde_json::from_slice(&bytes).ok()
     }
@@ -100,7 +100,7 @@ impl NamespaceEngine {
 
     /// Starts a sandbox's processes again over its kept upper layer, with the same id range
     /// (its files are owned by it) and, when free, the same IP.
-    async fn restart(
+    pub(super) async fn restart(
         &self,
         spec: &SandboxSpec,
         meta: Option<SandboxMeta>,
