@@ -12,6 +12,7 @@ pub mod first_start;
 pub mod http;
 pub mod ids;
 pub mod logging;
+pub mod proxy;
 pub mod rate_limit;
 pub mod routes;
 pub mod secrets;

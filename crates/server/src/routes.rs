@@ -4,13 +4,13 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderName, HeaderValue};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{any, delete, get, post};
 use axum::Router;
 use bhatti_api::{X_BHATTI_MIN_CLI, X_BHATTI_VERSION};
 
 use crate::auth;
 use crate::error::ApiError;
-use crate::http::{exec, files, health, openapi, sandboxes, secrets, sessions, shell};
+use crate::http::{exec, files, health, openapi, proxy, sandboxes, secrets, sessions, shell};
 use crate::state::AppState;
 
 /// `(method, path)` of every route, as OpenAPI spells them (tests check the document covers them).
@@ -30,6 +30,13 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("delete", "/sandboxes/{id}/sessions/{sid}"),
     ("get", "/sandboxes/{id}/ports"),
     ("get", "/sandboxes/{id}/ws"),
+    ("get", "/sandboxes/{id}/proxy/{port}/{path}"),
+    ("post", "/sandboxes/{id}/proxy/{port}/{path}"),
+    ("put", "/sandboxes/{id}/proxy/{port}/{path}"),
+    ("patch", "/sandboxes/{id}/proxy/{port}/{path}"),
+    ("delete", "/sandboxes/{id}/proxy/{port}/{path}"),
+    ("head", "/sandboxes/{id}/proxy/{port}/{path}"),
+    ("options", "/sandboxes/{id}/proxy/{port}/{path}"),
     ("get", "/secrets"),
     ("post", "/secrets"),
     ("delete", "/secrets/{name}"),
@@ -64,6 +71,9 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/sandboxes/{id}/ports", get(sessions::list_ports))
         .route("/sandboxes/{id}/ws", get(shell::shell_ws))
+        .route("/sandboxes/{id}/proxy/{port}", any(proxy::proxy))
+        .route("/sandboxes/{id}/proxy/{port}/", any(proxy::proxy))
+        .route("/sandboxes/{id}/proxy/{port}/{*path}", any(proxy::proxy))
         .route(
             "/secrets",
             get(secrets::list_secrets).post(secrets::set_secret),

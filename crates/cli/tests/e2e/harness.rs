@@ -82,6 +82,11 @@ fn rand_hex(n: usize) -> String {
 impl Daemon {
     /// Starts a daemon with the namespace engine on a fresh data dir.
     pub fn start() -> Daemon {
+        Daemon::start_with("")
+    }
+
+    /// Same, with `extra` YAML appended to the daemon's config (e.g. `public_proxy_listen`).
+    pub fn start_with(extra: &str) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         // A sleeping process owns the namespace; daemons come and go inside it.
         let netns_holder = Command::new("unshare")
@@ -101,6 +106,7 @@ impl Daemon {
             uid_base = 3_000_000 + (std::process::id() % 100) * 65_536 * 16,
         );
         std::fs::create_dir_all(dir.path().join("home")).unwrap();
+        let config = format!("{config}{extra}");
         std::fs::write(dir.path().join("config.yaml"), config).unwrap();
         let mut d = Daemon {
             child: None,

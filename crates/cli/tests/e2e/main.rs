@@ -6,4 +6,5 @@ mod harness;
 
 mod lifecycle;
 mod ops;
+mod proxy;
 mod shell;

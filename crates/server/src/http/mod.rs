@@ -4,6 +4,7 @@ pub mod exec;
 pub mod files;
 pub mod health;
 pub mod openapi;
+pub mod proxy;
 pub mod sandboxes;
 pub mod secrets;
 pub mod sessions;

@@ -4,7 +4,7 @@ use axum::Json;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{exec, files, health, sandboxes, secrets, sessions, shell};
+use super::{exec, files, health, proxy, sandboxes, secrets, sessions, shell};
 
 /// The API description served at `/openapi.json`.
 #[derive(OpenApi)]
@@ -26,6 +26,7 @@ use super::{exec, files, health, sandboxes, secrets, sessions, shell};
         sessions::list_ports,
         shell::shell_ws,
         shell::piped_ws,
+        proxy::proxy,
         secrets::set_secret,
         secrets::list_secrets,
         secrets::delete_secret,

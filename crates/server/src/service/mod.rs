@@ -2,6 +2,7 @@
 
 pub mod exec;
 pub mod files;
+pub mod proxy;
 pub mod sandboxes;
 pub mod secrets;
 pub mod sessions;

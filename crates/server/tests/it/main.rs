@@ -5,6 +5,7 @@ mod auth;
 mod helpers;
 mod openapi;
 mod ops;
+mod proxy;
 mod restart;
 mod sandboxes;
 mod secrets;

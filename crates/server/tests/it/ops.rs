@@ -43,7 +43,7 @@ fn lohar_bin() -> PathBuf {
 }
 
 /// A lohar in test mode; killed on drop.
-struct Lohar {
+pub(crate) struct Lohar {
     child: Child,
     dir: tempfile::TempDir,
     endpoint: AgentEndpoint,
@@ -90,7 +90,7 @@ impl Lohar {
 }
 
 /// An app whose sandboxes all talk to one real lohar; returns (app, lohar, key, sandbox name).
-async fn setup(user: &str) -> (TestApp, Lohar, String) {
+pub(crate) async fn setup(user: &str) -> (TestApp, Lohar, String) {
     let app = spawn_app().await;
     let lohar = Lohar::start().await;
     *app.engine.agent.lock().unwrap() = Some(lohar.endpoint.clone());

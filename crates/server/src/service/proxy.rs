@@ -1,0 +1,44 @@
+//! The authenticated proxy's lookup: the caller's running sandbox and a fresh tunnel to a port
+//! inside it (through lohar's forward port).
+
+use bhatti_engine::agent::BoxedStream;
+
+use super::sandboxes;
+use super::ServiceError;
+use crate::state::AppState;
+use crate::store::users::UserRow;
+
+/// Parses a proxy port: 1–65535, else 400 `invalid port`.
+pub fn parse_port(s: &str) -> Result<u16, ServiceError> {
+    match s.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(p),
+        _ => Err(ServiceError::Invalid("invalid port".into())),
+    }
+}
+
+/// A fresh tunnel to `127.0.0.1:<port>` in one of the caller's running sandboxes. Lookup errors
+/// are the usual 404/409; a refused or failed forward is [`ServiceError::Agent`] (the proxy
+/// answers 502).
+pub async fn tunnel(
+    st: &AppState,
+    user: &UserRow,
+    id_or_name: &str,
+    port: u16,
+) -> Result<BoxedStream, ServiceError> {
+    let (_row, agent) = sandboxes::agent(st, user, id_or_name).await?;
+    Ok(agent.forward(port).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports() {
+        assert_eq!(parse_port("8080").unwrap(), 8080);
+        assert_eq!(parse_port("65535").unwrap(), 65535);
+        for bad in ["0", "65536", "-1", "", "abc", "80a"] {
+            assert!(parse_port(bad).is_err(), "{bad}");
+        }
+    }
+}
