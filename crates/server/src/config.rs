@@ -140,6 +140,8 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// Seconds in-flight requests get to finish on shutdown.
     pub shutdown_grace_secs: u64,
+    /// Thermal manager timings (hot → warm → cold).
+    pub thermal: crate::thermal::ThermalConfig,
     /// CLI-side key, accepted (the file may be shared with the CLI) and ignored by the daemon.
     pub api_url: Option<String>,
     /// CLI-side key, accepted and ignored by the daemon.
@@ -162,6 +164,7 @@ impl Default for ServerConfig {
             first_start_cli_config: None,
             max_body_bytes: 1024 * 1024,
             shutdown_grace_secs: 30,
+            thermal: crate::thermal::ThermalConfig::default(),
             api_url: None,
             auth_token: None,
         }

@@ -106,6 +106,7 @@ fn service_response(e: ServiceError) -> Response {
             body(StatusCode::NOT_IMPLEMENTED, e.to_string())
         }
         ServiceError::NotRunning(m) => body(StatusCode::CONFLICT, m),
+        ServiceError::WakeFailed(m) => body(StatusCode::SERVICE_UNAVAILABLE, m),
         ServiceError::TooLarge(m) => body(StatusCode::PAYLOAD_TOO_LARGE, m),
         ServiceError::LengthRequired(m) => body(StatusCode::LENGTH_REQUIRED, m),
         ServiceError::Agent(e) => agent_response(e),

@@ -20,6 +20,7 @@ pub mod server;
 pub mod service;
 pub mod state;
 pub mod store;
+pub mod thermal;
 pub mod validate;
 
 pub use config::{ConfigError, ServerConfig};

@@ -174,6 +174,7 @@ impl Server {
             config: Arc::new(config),
             started: Instant::now(),
             events: events_tx,
+            thermal: Arc::new(crate::thermal::Thermal::default()),
         };
         // The store is the truth: bring the engine in line before serving anything.
         match crate::service::sandboxes::recover(&state).await {
@@ -231,6 +232,8 @@ impl Server {
             stop_rx.clone(),
         ));
 
+        let thermal = tokio::spawn(crate::thermal::run(state.clone(), stop_rx.clone()));
+
         let engine_name = state.engine.name();
         let store = state.store.clone();
         store
@@ -279,6 +282,8 @@ impl Server {
         }
 
         let _ = stop_tx.send(true);
+        // A tick in progress is cut short; a half-done pause is seen as warm at the next start.
+        thermal.abort();
         let _ = recorder.await;
         store
             .call(|c| events::insert(c, &[NewEvent::new("daemon.shutdown", "", "", json!({}))]))

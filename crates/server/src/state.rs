@@ -29,6 +29,8 @@ pub struct AppState {
     pub started: Instant,
     /// Non-blocking event queue (for events raised outside a store transaction).
     pub events: mpsc::Sender<NewEvent>,
+    /// Thermal state of running sandboxes.
+    pub thermal: Arc<crate::thermal::Thermal>,
 }
 
 impl AppState {

@@ -33,6 +33,9 @@ pub enum ServiceError {
     /// The sandbox is not running (409).
     #[error("{0}")]
     NotRunning(String),
+    /// A warm or cold sandbox could not be woken (503).
+    #[error("{0}")]
+    WakeFailed(String),
     /// A body over a cap (413).
     #[error("{0}")]
     TooLarge(String),

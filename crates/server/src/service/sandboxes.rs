@@ -445,13 +445,23 @@ pub async fn list(
         })
         .map(|r| {
             let mut s = r.to_api();
-            if s.status == "running" {
-                // No thermal manager yet: a running sandbox is hot.
-                s.thermal = Some("hot".into());
-            }
+            with_thermal(st, &mut s);
             s
         })
         .collect())
+}
+
+/// Adds the thermal state (and, when it cannot cool further, why) to a running sandbox's
+/// view: `thermal` and `engine_meta.thermal_reason`. Never wakes it.
+fn with_thermal(st: &AppState, s: &mut Sandbox) {
+    if s.status != "running" {
+        return;
+    }
+    let (temp, reason) = st.thermal.view(&s.id);
+    s.thermal = Some(temp.as_str().into());
+    if let (Some(reason), Some(meta)) = (reason, s.engine_meta.as_object_mut()) {
+        meta.insert("thermal_reason".into(), serde_json::Value::String(reason));
+    }
 }
 
 async fn lookup(
@@ -486,6 +496,8 @@ pub(crate) async fn agent(
         }
         e => e.into(),
     })?;
+    // Transparent wake: a warm (or cold) sandbox is brought back before it is used.
+    crate::thermal::ensure_hot(st, &row).await?;
     Ok((row, bhatti_engine::agent::AgentClient::new(endpoint)))
 }
 
@@ -519,7 +531,9 @@ pub async fn get(st: &AppState, user: &UserRow, id_or_name: &str) -> Result<Sand
         // The record is still worth showing when the engine cannot answer.
         Err(e) => tracing::warn!(sandbox = %row.id, error = %e, "engine state unavailable"),
     }
-    Ok(row.to_api())
+    let mut s = row.to_api();
+    with_thermal(st, &mut s);
+    Ok(s)
 }
 
 /// Destroys one of the caller's sandboxes (engine first, then the record).

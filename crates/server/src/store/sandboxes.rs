@@ -260,6 +260,15 @@ pub fn to_recover(conn: &Connection) -> Result<Vec<SandboxRow>, StoreError> {
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// Every running sandbox (for the thermal manager).
+pub fn running(conn: &Connection) -> Result<Vec<SandboxRow>, StoreError> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {COLS} FROM sandboxes WHERE status = 'running' AND engine_id != ''"
+    ))?;
+    let rows = stmt.query_map([], from_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 /// Marks rows a crash left in `creating` as `failed`; returns how many.
 pub fn fail_interrupted_creates(conn: &Connection) -> Result<usize, StoreError> {
     Ok(conn.execute(

@@ -10,3 +10,4 @@ mod restart;
 mod sandboxes;
 mod secrets;
 mod test_engine;
+mod thermal;

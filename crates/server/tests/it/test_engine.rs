@@ -22,6 +22,14 @@ pub struct TestEngine {
     pub fail: Mutex<Option<FailMode>>,
     /// Where `agent()` points (a real lohar in test mode), if set.
     pub agent: Mutex<Option<AgentEndpoint>>,
+    /// Every pause/resume/stop/start call, as `"pause:<engine id>"` etc.
+    pub calls: Mutex<Vec<String>>,
+    /// Fake cumulative CPU usage (µs) per engine id, returned by `usage`.
+    pub cpu: Mutex<HashMap<String, u64>>,
+    /// How long `resume` takes (ms).
+    pub resume_delay_ms: std::sync::atomic::AtomicU64,
+    /// Whether `resume` fails.
+    pub resume_fails: std::sync::atomic::AtomicBool,
 }
 
 impl TestEngine {
@@ -30,6 +38,22 @@ impl TestEngine {
     }
     pub fn set_state(&self, engine_id: &str, s: RunState) {
         self.sandboxes.lock().unwrap().insert(engine_id.into(), s);
+    }
+    pub fn count(&self, call: &str) -> usize {
+        self.calls
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|c| c.starts_with(&format!("{call}:")))
+            .count()
+    }
+    pub fn add_cpu(&self, engine_id: &str, usec: u64) {
+        *self
+            .cpu
+            .lock()
+            .unwrap()
+            .entry(engine_id.into())
+            .or_default() += usec;
     }
     pub fn last_spec(&self) -> SandboxSpec {
         self.specs
@@ -47,7 +71,10 @@ impl Engine for TestEngine {
         "test"
     }
     fn capabilities(&self) -> Capabilities {
-        Capabilities::default()
+        Capabilities {
+            pause: true,
+            snapshot_memory: false,
+        }
     }
     async fn create(&self, spec: &SandboxSpec) -> Result<Created, EngineError> {
         if *self.fail.lock().unwrap() == Some(FailMode::Io) {
@@ -81,11 +108,55 @@ impl Engine for TestEngine {
             .get(engine_id)
             .unwrap_or(&RunState::Missing))
     }
-    async fn pause(&self, _engine_id: &str) -> Result<(), EngineError> {
+    async fn pause(&self, engine_id: &str) -> Result<(), EngineError> {
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("pause:{engine_id}"));
+        self.set_state(engine_id, RunState::Paused);
         Ok(())
     }
-    async fn resume(&self, _engine_id: &str) -> Result<(), EngineError> {
+    async fn resume(&self, engine_id: &str) -> Result<(), EngineError> {
+        use std::sync::atomic::Ordering;
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("resume:{engine_id}"));
+        let delay = self.resume_delay_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+        }
+        if self.resume_fails.load(Ordering::SeqCst) {
+            return Err(EngineError::Io {
+                step: "thaw".into(),
+                source: std::io::Error::other("freezer stuck"),
+            });
+        }
+        self.set_state(engine_id, RunState::Running);
         Ok(())
+    }
+    async fn stop(&self, engine_id: &str) -> Result<(), EngineError> {
+        self.calls.lock().unwrap().push(format!("stop:{engine_id}"));
+        self.set_state(engine_id, RunState::Stopped);
+        Ok(())
+    }
+    async fn start(&self, spec: &SandboxSpec) -> Result<Created, EngineError> {
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("start:{}", spec.id));
+        self.set_state(&spec.id, RunState::Running);
+        Ok(Created {
+            engine_id: spec.id.clone(),
+            ip: Some("10.0.1.2".parse().unwrap()),
+            meta: serde_json::json!({"pid": 43}),
+        })
+    }
+    async fn usage(&self, engine_id: &str) -> Option<u64> {
+        if !self.sandboxes.lock().unwrap().contains_key(engine_id) {
+            return None;
+        }
+        Some(*self.cpu.lock().unwrap().get(engine_id).unwrap_or(&0))
     }
     async fn agent(&self, engine_id: &str) -> Result<AgentEndpoint, EngineError> {
         if !self.sandboxes.lock().unwrap().contains_key(engine_id) {

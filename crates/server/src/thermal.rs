@@ -1,0 +1,395 @@
+//! The thermal manager: idle sandboxes cool down by themselves, any operation wakes them.
+//!
+//! - **hot**: processes run.
+//! - **warm**: every process frozen (cgroup freezer); costs no CPU, keeps its memory.
+//! - **cold**: memory snapshotted to disk. Only engines with `capabilities().snapshot_memory`
+//!   can go there; on the others a warm sandbox stays warm and its `thermal_reason` says why.
+//!
+//! A loop ticks every `thermal.tick_ms`. A hot sandbox goes warm when, for `thermal.warm_after_ms`:
+//! no host-side API operation touched it, its lohar reports no activity and no attached session,
+//! and its cgroup used less than `thermal.busy_cpu_percent` of one CPU between ticks (a
+//! background job keeps it hot). `keep_hot` sandboxes never cool.
+//!
+//! Every operation that needs the sandbox calls [`ensure_hot`] (through
+//! `service::sandboxes::agent`); concurrent wakes of one sandbox coalesce behind a per-sandbox
+//! async mutex, and a wake is bounded by `thermal.wake_timeout_ms`.
+//!
+//! State lives in memory; the engine (a frozen cgroup) is the persisted truth. After a daemon
+//! restart a sandbox first seen frozen is taken as warm, so re-adopted warm sandboxes stay warm
+//! until an operation wakes them.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bhatti_engine::agent::AgentClient;
+use bhatti_engine::RunState;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::sync::watch;
+
+use crate::service::ServiceError;
+use crate::state::AppState;
+use crate::store::events::NewEvent;
+use crate::store::sandboxes::SandboxRow;
+
+/// Thermal settings (`thermal:` in the config).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ThermalConfig {
+    /// Whether the manager runs at all.
+    pub enabled: bool,
+    /// Milliseconds between ticks.
+    pub tick_ms: u64,
+    /// Idle milliseconds before hot → warm.
+    pub warm_after_ms: u64,
+    /// Milliseconds warm before warm → cold (engines that can snapshot memory only).
+    pub cold_after_ms: u64,
+    /// CPU use between ticks, in percent of one CPU, at or above which a sandbox counts as busy.
+    pub busy_cpu_percent: f64,
+    /// Milliseconds a wake may take before the operation fails.
+    pub wake_timeout_ms: u64,
+}
+
+impl Default for ThermalConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            tick_ms: 10_000,
+            warm_after_ms: 30_000,
+            cold_after_ms: 30 * 60 * 1000,
+            busy_cpu_percent: 1.0,
+            wake_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// Thermal state of a running sandbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Temp {
+    /// Running.
+    Hot,
+    /// Frozen.
+    Warm,
+    /// Snapshotted.
+    Cold,
+}
+
+impl Temp {
+    /// API name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Temp::Hot => "hot",
+            Temp::Warm => "warm",
+            Temp::Cold => "cold",
+        }
+    }
+}
+
+struct Inner {
+    temp: Temp,
+    /// Last host-side operation (or wake, or observed activity).
+    last_active: Instant,
+    /// CPU usec at the previous tick and when it was read.
+    last_cpu: Option<(u64, Instant)>,
+    warm_since: Option<Instant>,
+    reason: Option<String>,
+}
+
+struct Entry {
+    inner: Mutex<Inner>,
+    /// Serialises wake and pause of this sandbox: concurrent wakes coalesce into one.
+    gate: tokio::sync::Mutex<()>,
+}
+
+/// In-memory thermal state of every running sandbox, by sandbox id.
+#[derive(Default)]
+pub struct Thermal {
+    entries: Mutex<HashMap<String, Arc<Entry>>>,
+}
+
+impl Thermal {
+    fn entry(&self, id: &str) -> Arc<Entry> {
+        self.entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(id.to_string())
+            .or_insert_with(|| {
+                Arc::new(Entry {
+                    inner: Mutex::new(Inner {
+                        temp: Temp::Hot,
+                        last_active: Instant::now(),
+                        last_cpu: None,
+                        warm_since: None,
+                        reason: None,
+                    }),
+                    gate: tokio::sync::Mutex::new(()),
+                })
+            })
+            .clone()
+    }
+
+    fn peek(&self, id: &str) -> Option<Arc<Entry>> {
+        self.entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    /// The state shown by metadata reads (never wakes): (thermal, reason).
+    pub fn view(&self, id: &str) -> (Temp, Option<String>) {
+        match self.peek(id) {
+            Some(e) => {
+                let i = e.inner.lock().unwrap_or_else(|e| e.into_inner());
+                (i.temp, i.reason.clone())
+            }
+            None => (Temp::Hot, None),
+        }
+    }
+
+    /// Forgets a sandbox (destroyed or stopped).
+    pub fn forget(&self, id: &str) {
+        self.entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+    }
+}
+
+fn lock(e: &Entry) -> std::sync::MutexGuard<'_, Inner> {
+    e.inner.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Makes sure a running sandbox is hot before an operation uses it, and counts the operation
+/// as activity. Concurrent callers share one wake; a failed or slow wake is an error.
+pub async fn ensure_hot(st: &AppState, row: &SandboxRow) -> Result<(), ServiceError> {
+    let entry = st.thermal.entry(&row.id);
+    {
+        let mut i = lock(&entry);
+        i.last_active = Instant::now();
+        if i.temp == Temp::Hot {
+            return Ok(());
+        }
+    }
+    let timeout = Duration::from_millis(st.config.thermal.wake_timeout_ms);
+    let woke = tokio::time::timeout(timeout, async {
+        let _g = entry.gate.lock().await;
+        if lock(&entry).temp == Temp::Hot {
+            // Another request woke it while we waited.
+            return Ok(false);
+        }
+        st.engine.resume(&row.engine_id).await?;
+        let mut i = lock(&entry);
+        i.temp = Temp::Hot;
+        i.last_active = Instant::now();
+        i.last_cpu = None;
+        i.warm_since = None;
+        i.reason = None;
+        Ok::<_, bhatti_engine::EngineError>(true)
+    })
+    .await;
+    match woke {
+        Ok(Ok(true)) => {
+            tracing::debug!(sandbox = %row.id, "woke");
+            st.record(NewEvent::new(
+                "thermal.wake",
+                &row.created_by,
+                &row.id,
+                json!({"name": row.name, "from": "warm"}),
+            ));
+            Ok(())
+        }
+        Ok(Ok(false)) => Ok(()),
+        Ok(Err(e)) => Err(ServiceError::WakeFailed(format!(
+            "sandbox {:?} could not be woken: {e}",
+            row.name
+        ))),
+        Err(_) => Err(ServiceError::WakeFailed(format!(
+            "sandbox {:?} did not wake within {} ms",
+            row.name,
+            timeout.as_millis()
+        ))),
+    }
+}
+
+/// Runs ticks until `stop` turns true.
+pub async fn run(st: AppState, mut stop: watch::Receiver<bool>) {
+    if !st.config.thermal.enabled {
+        return;
+    }
+    let period = Duration::from_millis(st.config.thermal.tick_ms.max(10));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(period) => {}
+            _ = stop.wait_for(|v| *v) => return,
+        }
+        if let Err(e) = tick(&st).await {
+            tracing::warn!(error = %e, "thermal tick failed");
+        }
+    }
+}
+
+/// One pass over every running sandbox.
+pub async fn tick(st: &AppState) -> Result<(), ServiceError> {
+    let rows = st
+        .store
+        .call(|c| crate::store::sandboxes::running(c))
+        .await?;
+    let live: std::collections::HashSet<String> = rows.iter().map(|r| r.id.clone()).collect();
+    st.thermal
+        .entries
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .retain(|id, _| live.contains(id));
+    // Sandboxes are independent: check them concurrently so one slow lohar cannot stall the rest.
+    let checks = rows.into_iter().map(|row| {
+        let st = st.clone();
+        async move {
+            if let Err(e) = check(&st, &row).await {
+                tracing::debug!(sandbox = %row.id, error = %e, "thermal check failed");
+            }
+        }
+    });
+    futures_util::future::join_all(checks).await;
+    Ok(())
+}
+
+async fn check(st: &AppState, row: &SandboxRow) -> Result<(), ServiceError> {
+    let cfg = &st.config.thermal;
+    let first_seen = st.thermal.peek(&row.id).is_none();
+    let entry = st.thermal.entry(&row.id);
+    if first_seen {
+        // After a daemon restart a frozen sandbox is warm (and stays so until woken).
+        if let Ok(RunState::Paused) = st.engine.state(&row.engine_id).await {
+            let mut i = lock(&entry);
+            i.temp = Temp::Warm;
+            i.warm_since = Some(Instant::now());
+            i.reason = cold_reason(st);
+        }
+    }
+    let temp = lock(&entry).temp;
+    if row.keep_hot {
+        if temp != Temp::Hot {
+            ensure_hot(st, row).await?;
+        }
+        lock(&entry).reason = Some("keep_hot".into());
+        return Ok(());
+    }
+    match temp {
+        Temp::Hot => {}
+        Temp::Warm => {
+            let warm_for = lock(&entry).warm_since.map(|t| t.elapsed());
+            if st.engine.capabilities().snapshot_memory
+                && warm_for.is_some_and(|d| d >= Duration::from_millis(cfg.cold_after_ms))
+            {
+                // No engine snapshots memory yet; this is where warm → cold would go.
+                tracing::debug!(sandbox = %row.id, "would go cold");
+            }
+            return Ok(());
+        }
+        Temp::Cold => return Ok(()),
+    }
+
+    let now = Instant::now();
+    let idle = Duration::from_millis(cfg.warm_after_ms);
+    // CPU: real work (a background job) keeps it hot.
+    if let Some(usec) = st.engine.usage(&row.engine_id).await {
+        let mut i = lock(&entry);
+        if let Some((prev, at)) = i.last_cpu {
+            let wall_usec = now.duration_since(at).as_micros().max(1) as f64;
+            let pct = usec.saturating_sub(prev) as f64 * 100.0 / wall_usec;
+            if pct >= cfg.busy_cpu_percent {
+                i.last_active = now;
+            }
+        } else {
+            // No baseline yet: this tick cannot tell, so it does not cool.
+            i.last_cpu = Some((usec, now));
+            return Ok(());
+        }
+        i.last_cpu = Some((usec, now));
+    }
+    {
+        let mut i = lock(&entry);
+        if now.duration_since(i.last_active) < idle {
+            i.reason = None;
+            return Ok(());
+        }
+    }
+    // lohar: attached sessions and in-sandbox activity (exec, files, session input).
+    if let Ok(ep) = st.engine.agent(&row.engine_id).await {
+        match tokio::time::timeout(Duration::from_secs(2), AgentClient::new(ep).activity()).await {
+            Ok(Ok(a)) => {
+                let now_unix = chrono::Utc::now().timestamp_millis();
+                let age_ms = now_unix.saturating_sub(a.last_activity_unix.saturating_mul(1000));
+                if a.attached_sessions > 0
+                    || (a.last_activity_unix > 0 && (age_ms as u64) < cfg.warm_after_ms)
+                {
+                    let mut i = lock(&entry);
+                    i.reason = Some(if a.attached_sessions > 0 {
+                        "a session is attached".into()
+                    } else {
+                        "recent activity in the sandbox".into()
+                    });
+                    if a.attached_sessions > 0 {
+                        i.last_active = now;
+                    }
+                    return Ok(());
+                }
+            }
+            // An agent that does not answer is not doing work for anyone; CPU and API
+            // idleness decide.
+            other => {
+                tracing::debug!(sandbox = %row.id, result = ?other.map(|r| r.err()), "activity unavailable")
+            }
+        }
+    }
+    pause(st, row, &entry, idle).await
+}
+
+fn cold_reason(st: &AppState) -> Option<String> {
+    if st.engine.capabilities().snapshot_memory {
+        None
+    } else {
+        Some(format!(
+            "stays warm: the {} engine cannot snapshot memory",
+            st.engine.name()
+        ))
+    }
+}
+
+async fn pause(
+    st: &AppState,
+    row: &SandboxRow,
+    entry: &Entry,
+    idle: Duration,
+) -> Result<(), ServiceError> {
+    if !st.engine.capabilities().pause {
+        return Ok(());
+    }
+    let _g = entry.gate.lock().await;
+    {
+        // A request may have arrived since the checks.
+        let i = lock(entry);
+        if i.temp != Temp::Hot || i.last_active.elapsed() < idle {
+            return Ok(());
+        }
+    }
+    st.engine.pause(&row.engine_id).await?;
+    let idle_s = {
+        let mut i = lock(entry);
+        let idle_s = i.last_active.elapsed().as_secs();
+        i.temp = Temp::Warm;
+        i.warm_since = Some(Instant::now());
+        i.reason = cold_reason(st);
+        idle_s
+    };
+    tracing::debug!(sandbox = %row.id, "paused (warm)");
+    st.record(NewEvent::new(
+        "thermal.pause",
+        &row.created_by,
+        &row.id,
+        json!({"name": row.name, "to": "warm", "idle_s": idle_s}),
+    ));
+    Ok(())
+}

@@ -1,0 +1,308 @@
+//! The thermal manager over the in-memory engine (fake CPU usage, recorded pause/resume), with a
+//! real test-mode lohar where activity and exec matter. Timings are shortened through config.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bhatti_engine::agent::AgentClient;
+use bhatti_engine::AgentEndpoint;
+use bhatti_server::store::{events, Store};
+use bhatti_server::ServerConfig;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use crate::helpers::{err_of, spawn_with, test_config, TestApp};
+use crate::test_engine::TestEngine;
+
+fn lohar_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("LOHAR_BIN") {
+        return p.into();
+    }
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    for p in [
+        root.join("target/debug/lohar"),
+        root.join("target/x86_64-unknown-linux-gnu/debug/lohar"),
+        root.join("target/aarch64-unknown-linux-gnu/debug/lohar"),
+    ] {
+        if p.is_file() {
+            return p;
+        }
+    }
+    panic!("no lohar binary: set LOHAR_BIN=$(./scripts/build-lohar)");
+}
+
+/// A lohar in test mode; killed on drop.
+struct Lohar {
+    child: Child,
+    _dir: tempfile::TempDir,
+    endpoint: AgentEndpoint,
+}
+
+impl Drop for Lohar {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn lohar() -> Lohar {
+    let dir = tempfile::tempdir().unwrap();
+    let (control, forward) = (dir.path().join("c.sock"), dir.path().join("f.sock"));
+    let child = Command::new(lohar_bin())
+        .env("LOHAR_TEST", "1")
+        .env("LOHAR_SOCK", &control)
+        .env("LOHAR_FWD_SOCK", &forward)
+        .env("LOHAR_LOG", "warn")
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("spawn lohar");
+    let endpoint = AgentEndpoint::Unix {
+        control,
+        forward,
+        token: None,
+    };
+    AgentClient::new(endpoint.clone())
+        .wait_ready(Duration::from_secs(10))
+        .await
+        .expect("lohar ready");
+    Lohar {
+        child,
+        _dir: dir,
+        endpoint,
+    }
+}
+
+fn fast(cfg: &mut ServerConfig) {
+    cfg.thermal.tick_ms = 50;
+    cfg.thermal.warm_after_ms = 300;
+    cfg.thermal.cold_after_ms = 200;
+    cfg.thermal.wake_timeout_ms = 2_000;
+    cfg.rate_limits.exec.burst = 1000;
+    cfg.rate_limits.other.burst = 1000;
+}
+
+/// An app with fast thermal timings, optionally a real lohar, a user and one sandbox `dev`
+/// (created with `extra` merged into the body). Returns (app, key, engine id, lohar).
+async fn setup(with_lohar: bool, extra: Value) -> (TestApp, String, String, Option<Lohar>) {
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let mut cfg = test_config(&dir);
+    fast(&mut cfg);
+    let engine = Arc::new(TestEngine::default());
+    let l = if with_lohar {
+        let l = lohar().await;
+        *engine.agent.lock().unwrap() = Some(l.endpoint.clone());
+        Some(l)
+    } else {
+        None
+    };
+    let app = spawn_with(dir, cfg, engine).await;
+    let key = app.user("alice");
+    let mut body = json!({"name": "dev"});
+    for (k, v) in extra.as_object().unwrap() {
+        body[k] = v.clone();
+    }
+    let (s, v) = app
+        .call(Method::POST, "/sandboxes", Some(&key), Some(body))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let eid = v["engine_id"].as_str().unwrap().to_string();
+    (app, key, eid, l)
+}
+
+/// `thermal` of `dev` as `GET /sandboxes` shows it (a metadata read: never wakes).
+async fn thermal(app: &TestApp, key: &str) -> String {
+    let (s, v) = app.call(Method::GET, "/sandboxes", Some(key), None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    v.as_array().unwrap()[0]["thermal"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
+}
+
+async fn wait_thermal(app: &TestApp, key: &str, want: &str, within: Duration) -> bool {
+    let t0 = Instant::now();
+    while t0.elapsed() < within {
+        if thermal(app, key).await == want {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    false
+}
+
+async fn exec_echo(app: &TestApp, key: &str) -> (StatusCode, Value) {
+    app.call(
+        Method::POST,
+        "/sandboxes/dev/exec",
+        Some(key),
+        Some(json!({"cmd": ["echo", "awake"]})),
+    )
+    .await
+}
+
+async fn events_of(app: TestApp, kind: &str) -> Vec<(String, String, Value)> {
+    let dir = app.stop().await;
+    let store = Store::open(&dir.path().join("data/state.db")).unwrap();
+    store.with(|c| events::by_type(c, kind)).unwrap()
+}
+
+#[tokio::test]
+async fn idle_goes_warm_exec_wakes_and_events_are_recorded() {
+    let (app, key, eid, _l) = setup(true, json!({})).await;
+    assert_eq!(thermal(&app, &key).await, "hot");
+    assert!(
+        wait_thermal(&app, &key, "warm", Duration::from_secs(5)).await,
+        "never went warm"
+    );
+    assert_eq!(app.engine.count("pause"), 1);
+    // Metadata reads never wake.
+    let (s, v) = app
+        .call(Method::GET, "/sandboxes/dev", Some(&key), None)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["thermal"], "warm", "{v}");
+    assert_eq!(app.engine.count("resume"), 0);
+
+    // warm → cold is skipped on an engine that cannot snapshot memory, and says why.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let (_, v) = app
+        .call(Method::GET, "/sandboxes/dev", Some(&key), None)
+        .await;
+    assert_eq!(v["thermal"], "warm", "{v}");
+    let reason = v["engine_meta"]["thermal_reason"].as_str().unwrap_or("");
+    assert!(reason.contains("cannot snapshot memory"), "{v}");
+
+    let (s, v) = exec_echo(&app, &key).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["stdout"], "awake\n");
+    assert_eq!(app.engine.count("resume"), 1);
+    assert_eq!(thermal(&app, &key).await, "hot");
+    assert!(app
+        .engine
+        .calls
+        .lock()
+        .unwrap()
+        .contains(&format!("resume:{eid}")));
+
+    // And it cools again once idle.
+    assert!(wait_thermal(&app, &key, "warm", Duration::from_secs(5)).await);
+    let pauses = events_of(app, "thermal.pause").await;
+    assert_eq!(pauses.len(), 2, "{pauses:?}");
+    assert_eq!(pauses[0].2["name"], "dev");
+}
+
+#[tokio::test]
+async fn wake_is_recorded_as_an_event() {
+    let (app, key, _eid, _l) = setup(true, json!({})).await;
+    assert!(wait_thermal(&app, &key, "warm", Duration::from_secs(5)).await);
+    let (s, _) = app
+        .call(Method::GET, "/sandboxes/dev/sessions", Some(&key), None)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(app.engine.count("resume"), 1);
+    // Give the recorder a moment, then read the log.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let wakes = events_of(app, "thermal.wake").await;
+    assert_eq!(wakes.len(), 1, "{wakes:?}");
+}
+
+#[tokio::test]
+async fn cpu_busy_keeps_it_hot() {
+    let (app, key, eid, _) = setup(false, json!({})).await;
+    let engine = app.engine.clone();
+    let busy = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let (e2, b2, id2) = (engine.clone(), busy.clone(), eid.clone());
+    let burner = tokio::spawn(async move {
+        while b2.load(Ordering::SeqCst) {
+            // 20 ms of CPU every 10 ms: a busy background job.
+            e2.add_cpu(&id2, 20_000);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(thermal(&app, &key).await, "hot");
+    assert_eq!(engine.count("pause"), 0);
+    busy.store(false, Ordering::SeqCst);
+    burner.await.unwrap();
+    assert!(
+        wait_thermal(&app, &key, "warm", Duration::from_secs(5)).await,
+        "did not cool once the job ended"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn attached_session_keeps_it_hot() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let (app, key, _eid, _l) = setup(true, json!({})).await;
+    let url = format!("ws://{}/sandboxes/dev/exec/ws", app.addr);
+    let mut req = url.into_client_request().unwrap();
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {key}").parse().unwrap());
+    let mut ws = tokio_tungstenite::connect_async(req).await.unwrap().0;
+    ws.send(Message::Text(r#"{"cmd":["cat"]}"#.into()))
+        .await
+        .unwrap();
+    // Keep reading so the connection stays healthy.
+    let reader = tokio::spawn(async move {
+        use futures_util::StreamExt;
+        while let Some(Ok(_)) = ws.next().await {}
+    });
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(thermal(&app, &key).await, "hot");
+    assert_eq!(app.engine.count("pause"), 0);
+    reader.abort();
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn keep_hot_never_cools() {
+    let (app, key, _eid, _) = setup(false, json!({"keep_hot": true})).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(thermal(&app, &key).await, "hot");
+    assert_eq!(app.engine.count("pause"), 0);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn fifty_concurrent_requests_wake_it_once() {
+    let (app, key, _eid, _l) = setup(true, json!({})).await;
+    assert!(wait_thermal(&app, &key, "warm", Duration::from_secs(5)).await);
+    app.engine.resume_delay_ms.store(200, Ordering::SeqCst);
+    let app = Arc::new(app);
+    let reqs = (0..50).map(|_| {
+        let (app, key) = (app.clone(), key.clone());
+        async move { exec_echo(&app, &key).await }
+    });
+    let results = futures_util::future::join_all(reqs).await;
+    for (s, v) in &results {
+        assert_eq!(*s, StatusCode::OK, "{v}");
+        assert_eq!(v["stdout"], "awake\n");
+    }
+    assert_eq!(app.engine.count("resume"), 1);
+}
+
+#[tokio::test]
+async fn wake_failure_is_a_clear_error_not_a_hang() {
+    let (app, key, _eid, _l) = setup(true, json!({})).await;
+    assert!(wait_thermal(&app, &key, "warm", Duration::from_secs(5)).await);
+    app.engine.resume_fails.store(true, Ordering::SeqCst);
+    let (s, v) = exec_echo(&app, &key).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+    assert!(err_of(&v).contains("could not be woken"), "{v}");
+    // Slow rather than failing: bounded by wake_timeout_ms.
+    app.engine.resume_fails.store(false, Ordering::SeqCst);
+    app.engine.resume_delay_ms.store(5_000, Ordering::SeqCst);
+    let t0 = Instant::now();
+    let (s, v) = exec_echo(&app, &key).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+    assert!(err_of(&v).contains("did not wake"), "{v}");
+    assert!(t0.elapsed() < Duration::from_secs(4));
+    app.stop().await;
+}
