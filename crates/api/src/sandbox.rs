@@ -106,3 +106,20 @@ pub struct CreateSandboxRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub files: Option<Vec<FileSpec>>,
 }
+
+/// `PATCH /sandboxes/:id` body; absent fields are left as they are.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct UpdateSandboxRequest {
+    /// Never cool (true also wakes it now) or allow cooling (false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_hot: Option<bool>,
+    /// New name (does not change the guest hostname).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Labels to add or overwrite.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels_add: Option<BTreeMap<String, String>>,
+    /// Label keys to remove.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels_remove: Option<Vec<String>>,
+}

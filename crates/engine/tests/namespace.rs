@@ -585,12 +585,18 @@ root_test!(stop_start_keeps_files_ip_and_reruns_init, || async {
     assert!(t.engine.usage(&s.engine_id).await.is_none());
     // Stopping twice is fine.
     t.engine.stop(&s.engine_id).await.expect("second stop");
+    // A daemon restart (the store lists only running sandboxes) keeps a stopped one.
+    let engine = NamespaceEngine::new(t.engine.config().clone())
+        .await
+        .expect("engine restarts");
+    assert!(engine.recover(vec![]).await.is_empty());
+    assert!(t.dir.path().join("sandboxes").join(&s.engine_id).is_dir());
 
-    let c = t.engine.start(&sp).await.expect("start");
+    let c = engine.start(&sp).await.expect("start");
     assert_eq!(c.ip, Some(meta.ip));
     let s2 = Sandbox {
         engine_id: s.engine_id.clone(),
-        client: bhatti_engine::agent::AgentClient::new(t.engine.agent(&s.engine_id).await.unwrap()),
+        client: bhatti_engine::agent::AgentClient::new(engine.agent(&s.engine_id).await.unwrap()),
         ip: meta.ip,
     };
     assert_eq!(
@@ -607,9 +613,9 @@ root_test!(stop_start_keeps_files_ip_and_reruns_init, || async {
     }
     assert_eq!(boots, "booted\nbooted");
     assert!(
-        t.engine.start(&sp).await.is_err(),
+        engine.start(&sp).await.is_err(),
         "start of a running sandbox"
     );
-    t.engine.destroy(&s.engine_id).await.unwrap();
+    engine.destroy(&s.engine_id).await.unwrap();
     assert!(!t.dir.path().join("sandboxes").join(&s.engine_id).exists());
 });

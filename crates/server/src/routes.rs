@@ -21,6 +21,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/sandboxes"),
     ("get", "/sandboxes/{id}"),
     ("delete", "/sandboxes/{id}"),
+    ("patch", "/sandboxes/{id}"),
+    ("post", "/sandboxes/{id}/stop"),
+    ("post", "/sandboxes/{id}/start"),
     ("post", "/sandboxes/{id}/exec"),
     ("get", "/sandboxes/{id}/exec/ws"),
     ("get", "/sandboxes/{id}/files"),
@@ -54,8 +57,12 @@ pub fn app(state: AppState) -> Router {
         )
         .route(
             "/sandboxes/{id}",
-            get(sandboxes::get_sandbox).delete(sandboxes::destroy_sandbox),
+            get(sandboxes::get_sandbox)
+                .delete(sandboxes::destroy_sandbox)
+                .patch(sandboxes::update_sandbox),
         )
+        .route("/sandboxes/{id}/stop", post(sandboxes::stop_sandbox))
+        .route("/sandboxes/{id}/start", post(sandboxes::start_sandbox))
         .route("/sandboxes/{id}/exec", post(exec::exec))
         .route("/sandboxes/{id}/exec/ws", get(shell::piped_ws))
         .route(

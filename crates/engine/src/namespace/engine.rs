@@ -328,6 +328,8 @@ fn pid_alive(pid: i32) -> bool {
 }
 
 const STATE_FILE: &str = "state.json";
+/// Present in the directory of a stopped sandbox.
+const STOPPED_MARKER: &str = "stopped";
 
 #[async_trait]
 impl Engine for NamespaceEngine {
@@ -508,7 +510,9 @@ impl Engine for NamespaceEngine {
             );
         }
         // Processes, cgroup and veth go; the directory (the user's files) and the id range stay.
-        // state.json stays too: `start` reads the slot and IP from it.
+        // state.json stays too: `start` reads the slot and IP from it. The marker keeps a
+        // daemon restart's orphan sweep (which only hears of running sandboxes) off it.
+        let _ = std::fs::write(self.dir(engine_id).join(STOPPED_MARKER), b"");
         self.teardown(engine_id, r.meta.subnet_index, None, Some(&r.cgroup), false)
             .await
     }
@@ -525,7 +529,11 @@ impl Engine for NamespaceEngine {
         if let Some(m) = &meta {
             self.slots.reserve(m.slot);
         }
-        self.restart(spec, meta).await
+        let r = self.restart(spec, meta).await;
+        if r.is_ok() {
+            let _ = std::fs::remove_file(self.dir(&spec.id).join(STOPPED_MARKER));
+        }
+        r
     }
 
     async fn usage(&self, engine_id: &str) -> Option<u64> {

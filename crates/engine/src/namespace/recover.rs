@@ -164,7 +164,21 @@ impl NamespaceEngine {
         {
             orphans.insert(e.file_name().to_string_lossy().into_owned());
         }
-        for id in orphans.into_iter().filter(|id| !keep.contains(id)) {
+        // A stopped sandbox is not running, so the store does not list it; it is not an orphan.
+        // Its id range stays reserved for its next start.
+        let stopped = |id: &String| {
+            let yes = self.dir(id).join(super::STOPPED_MARKER).exists();
+            if yes {
+                if let Some(m) = self.load_state(id) {
+                    self.slots.reserve(m.slot);
+                }
+            }
+            yes
+        };
+        for id in orphans
+            .into_iter()
+            .filter(|id| !keep.contains(id) && !stopped(id))
+        {
             tracing::info!(sandbox = %id, "removing leftovers of a sandbox the store does not know");
             if let Some(cg) = self.cgroups.open(&id) {
                 let _ = tokio::task::spawn_blocking(move || cg.destroy()).await;

@@ -54,7 +54,9 @@ pub async fn list_sandboxes(
     RawQuery(query): RawQuery,
 ) -> Result<Json<Vec<Sandbox>>, ApiError> {
     let filters = svc::parse_label_filters(query.as_deref())?;
-    Ok(Json(svc::list(&st, &user, filters).await?))
+    let mut list = svc::list(&st, &user, filters).await?;
+    crate::service::publish::fill_urls(&st, &user, &mut list).await?;
+    Ok(Json(list))
 }
 
 /// One sandbox by id or name, status refreshed from the engine.
@@ -86,4 +88,55 @@ pub async fn destroy_sandbox(
 ) -> Result<Json<StatusResponse>, ApiError> {
     svc::destroy(&st, &user, &id).await?;
     Ok(Json(StatusResponse::new("destroyed")))
+}
+
+/// Renames, relabels or changes `keep_hot` (`true` also wakes it now).
+#[utoipa::path(patch, path = "/sandboxes/{id}", tag = "sandboxes",
+    params(("id" = String, Path, description = "Sandbox id or name")),
+    request_body = bhatti_api::sandbox::UpdateSandboxRequest,
+    responses(
+        (status = 200, description = "Updated", body = Sandbox),
+        (status = 400, description = "Invalid name or label", body = ErrorBody),
+        (status = 404, description = "Not found", body = ErrorBody),
+        (status = 409, description = "Name taken", body = ErrorBody),
+    ))]
+pub async fn update_sandbox(
+    State(st): State<AppState>,
+    AuthUser(user): AuthUser,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<bhatti_api::sandbox::UpdateSandboxRequest>,
+) -> Result<Json<Sandbox>, ApiError> {
+    Ok(Json(svc::update(&st, &user, &id, req).await?))
+}
+
+/// Stops a sandbox: processes and memory released, filesystem kept. Idempotent.
+#[utoipa::path(post, path = "/sandboxes/{id}/stop", tag = "sandboxes",
+    params(("id" = String, Path, description = "Sandbox id or name")),
+    responses(
+        (status = 200, description = "Stopped", body = Sandbox),
+        (status = 404, description = "Not found", body = ErrorBody),
+        (status = 409, description = "Not in a state that can stop", body = ErrorBody),
+    ))]
+pub async fn stop_sandbox(
+    State(st): State<AppState>,
+    AuthUser(user): AuthUser,
+    Path(id): Path<String>,
+) -> Result<Json<Sandbox>, ApiError> {
+    Ok(Json(svc::stop(&st, &user, &id).await?))
+}
+
+/// Starts a stopped sandbox over its kept filesystem (`init` runs again). Idempotent.
+#[utoipa::path(post, path = "/sandboxes/{id}/start", tag = "sandboxes",
+    params(("id" = String, Path, description = "Sandbox id or name")),
+    responses(
+        (status = 200, description = "Running", body = Sandbox),
+        (status = 404, description = "Not found", body = ErrorBody),
+        (status = 409, description = "Not in a state that can start", body = ErrorBody),
+    ))]
+pub async fn start_sandbox(
+    State(st): State<AppState>,
+    AuthUser(user): AuthUser,
+    Path(id): Path<String>,
+) -> Result<Json<Sandbox>, ApiError> {
+    Ok(Json(svc::start(&st, &user, &id).await?))
 }

@@ -344,31 +344,7 @@ pub async fn recover(st: &AppState) -> Result<Recovery, ServiceError> {
         .collect();
     let mut specs = Vec::with_capacity(rows.len());
     for row in &rows {
-        let mut env = row.launch.env.clone();
-        if let Some(owner) = owners.get(&row.created_by) {
-            for name in &row.launch.secrets {
-                // A secret deleted since create is left out rather than blocking the restart.
-                match secret_svc::resolve(st, owner, vec![name.clone()]).await {
-                    Ok(v) => env.extend(v),
-                    Err(e) => {
-                        tracing::warn!(sandbox = %row.id, secret = %name, error = %e, "secret not injected on restart")
-                    }
-                }
-            }
-        }
-        specs.push(SandboxSpec {
-            id: row.engine_id.clone(),
-            name: row.name.clone(),
-            user_id: row.created_by.clone(),
-            subnet_index: row.subnet_index,
-            image: row.image.clone(),
-            cpus: row.cpus,
-            memory_mb: row.memory_mb,
-            env,
-            files: Vec::new(),
-            init: row.launch.init.clone(),
-            agent_token: row.agent_token.clone(),
-        });
+        specs.push(restart_spec(st, row, owners.get(&row.created_by)).await);
     }
     let results = st.engine.recover(specs).await;
     let mut report = Recovery::default();
@@ -408,6 +384,207 @@ pub async fn recover(st: &AppState) -> Result<Recovery, ServiceError> {
         }
     }
     Ok(report)
+}
+
+/// The spec to start a sandbox again over its kept filesystem: env and secrets re-resolved
+/// from the store (only secret names are kept there).
+async fn restart_spec(st: &AppState, row: &SandboxRow, owner: Option<&UserRow>) -> SandboxSpec {
+    let mut env = row.launch.env.clone();
+    if let Some(owner) = owner {
+        for name in &row.launch.secrets {
+            // A secret deleted since create is left out rather than blocking the restart.
+            match secret_svc::resolve(st, owner, vec![name.clone()]).await {
+                Ok(v) => env.extend(v),
+                Err(e) => {
+                    tracing::warn!(sandbox = %row.id, secret = %name, error = %e, "secret not injected on restart")
+                }
+            }
+        }
+    }
+    SandboxSpec {
+        id: row.engine_id.clone(),
+        name: row.name.clone(),
+        user_id: row.created_by.clone(),
+        subnet_index: row.subnet_index,
+        image: row.image.clone(),
+        cpus: row.cpus,
+        memory_mb: row.memory_mb,
+        env,
+        files: Vec::new(),
+        init: row.launch.init.clone(),
+        agent_token: row.agent_token.clone(),
+    }
+}
+
+/// Stops one of the caller's sandboxes: processes and memory released, filesystem kept.
+/// Stopping a stopped sandbox is a no-op.
+pub async fn stop(
+    st: &AppState,
+    user: &UserRow,
+    id_or_name: &str,
+) -> Result<Sandbox, ServiceError> {
+    let row = lookup(st, user, id_or_name).await?;
+    if row.status == "stopped" {
+        return Ok(row.to_api());
+    }
+    if row.status != "running" || row.engine_id.is_empty() {
+        return Err(ServiceError::Conflict(format!(
+            "sandbox {:?} cannot be stopped (status: {})",
+            row.name, row.status
+        )));
+    }
+    st.engine.stop(&row.engine_id).await?;
+    st.thermal.forget(&row.id);
+    let ev = NewEvent::new(
+        "sandbox.stopped",
+        &row.created_by,
+        &row.id,
+        json!({"name": row.name, "reason": "api"}),
+    );
+    let (id, at) = (row.id.clone(), now_rfc3339());
+    st.store
+        .call(move |c| {
+            let tx = c.transaction()?;
+            sandboxes::set_status(&tx, &id, "stopped", Some(&at))?;
+            events::insert(&tx, &[ev])?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await?;
+    Ok(lookup(st, user, id_or_name).await?.to_api())
+}
+
+/// Starts one of the caller's stopped sandboxes again over its kept filesystem (the `init`
+/// session runs again). Starting a running sandbox is a no-op.
+pub async fn start(
+    st: &AppState,
+    user: &UserRow,
+    id_or_name: &str,
+) -> Result<Sandbox, ServiceError> {
+    let row = lookup(st, user, id_or_name).await?;
+    if row.status == "running" {
+        return get(st, user, id_or_name).await;
+    }
+    if (row.status != "stopped" && row.status != "unknown") || row.engine_id.is_empty() {
+        return Err(ServiceError::Conflict(format!(
+            "sandbox {:?} cannot be started (status: {})",
+            row.name, row.status
+        )));
+    }
+    let spec = restart_spec(st, &row, Some(user)).await;
+    let c = st.engine.start(&spec).await?;
+    let ev = NewEvent::new(
+        "sandbox.started",
+        &row.created_by,
+        &row.id,
+        json!({"name": row.name}),
+    );
+    let id = row.id.clone();
+    let ip = c.ip.map(|i| i.to_string()).unwrap_or_default();
+    st.store
+        .call(move |conn| {
+            let tx = conn.transaction()?;
+            sandboxes::mark_created(&tx, &id, &c.engine_id, &ip, &c.meta, "running")?;
+            tx.execute(
+                "UPDATE sandboxes SET stopped_at = NULL WHERE id = ?1",
+                [&id],
+            )?;
+            events::insert(&tx, &[ev])?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await?;
+    get(st, user, id_or_name).await
+}
+
+/// Renames, relabels or changes `keep_hot` of one of the caller's sandboxes, in one
+/// transaction; `keep_hot: true` also wakes it now. Emits `sandbox.updated`.
+pub async fn update(
+    st: &AppState,
+    user: &UserRow,
+    id_or_name: &str,
+    req: bhatti_api::sandbox::UpdateSandboxRequest,
+) -> Result<Sandbox, ServiceError> {
+    let mut row = lookup(st, user, id_or_name).await?;
+    let mut changes = serde_json::Map::new();
+    if let Some(name) = &req.name {
+        if !validate::is_valid_name(name) {
+            return Err(invalid(format!("invalid name {name:?}")));
+        }
+        if *name != row.name {
+            changes.insert("name".into(), json!({"from": row.name, "to": name}));
+            row.name = name.clone();
+        }
+    }
+    if let Some(add) = &req.labels_add {
+        for (k, v) in add {
+            validate::validate_label_key(k).map_err(invalid)?;
+            validate::validate_label_value(k, v).map_err(invalid)?;
+            row.labels.insert(k.clone(), v.clone());
+        }
+        changes.insert("labels_add".into(), json!(add));
+    }
+    if let Some(remove) = &req.labels_remove {
+        for k in remove {
+            validate::validate_label_key(k).map_err(invalid)?;
+            row.labels.remove(k);
+        }
+        changes.insert("labels_remove".into(), json!(remove));
+    }
+    validate::validate_labels(&row.labels).map_err(invalid)?;
+    if let Some(k) = req.keep_hot {
+        if k != row.keep_hot {
+            changes.insert("keep_hot".into(), json!(k));
+        }
+        row.keep_hot = k;
+    }
+    if !changes.is_empty() {
+        let ev = NewEvent::new(
+            "sandbox.updated",
+            &row.created_by,
+            &row.id,
+            serde_json::Value::Object(changes),
+        );
+        let (id, name, labels, keep_hot) = (
+            row.id.clone(),
+            row.name.clone(),
+            serde_json::to_string(&row.labels).unwrap_or_else(|_| "{}".into()),
+            row.keep_hot,
+        );
+        let taken = st
+            .store
+            .call(move |c| {
+                let tx = c.transaction()?;
+                let r = tx.execute(
+                    "UPDATE sandboxes SET name = ?2, labels = ?3, keep_hot = ?4 WHERE id = ?1",
+                    rusqlite::params![id, name, labels, keep_hot],
+                );
+                match r {
+                    Err(rusqlite::Error::SqliteFailure(e, _))
+                        if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+                    {
+                        return Ok(true)
+                    }
+                    r => {
+                        r?;
+                    }
+                }
+                events::insert(&tx, &[ev])?;
+                tx.commit()?;
+                Ok(false)
+            })
+            .await?;
+        if taken {
+            return Err(ServiceError::Conflict(format!(
+                "a sandbox named {:?} already exists",
+                row.name
+            )));
+        }
+    }
+    if row.keep_hot && row.status == "running" && !row.engine_id.is_empty() {
+        crate::thermal::ensure_hot(st, &row).await?;
+    }
+    get(st, user, &row.id).await
 }
 
 /// Parses `label=k=v` query pairs into filters.
@@ -484,6 +661,12 @@ pub(crate) async fn agent(
     id_or_name: &str,
 ) -> Result<(SandboxRow, bhatti_engine::agent::AgentClient), ServiceError> {
     let row = lookup(st, user, id_or_name).await?;
+    if row.status == "stopped" {
+        return Err(ServiceError::NotRunning(format!(
+            "sandbox {:?} is stopped (bhatti start {})",
+            row.name, row.name
+        )));
+    }
     if row.status != "running" || row.engine_id.is_empty() {
         return Err(ServiceError::NotRunning(format!(
             "sandbox {:?} is not running (status: {})",

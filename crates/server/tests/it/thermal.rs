@@ -306,3 +306,120 @@ async fn wake_failure_is_a_clear_error_not_a_hang() {
     assert!(t0.elapsed() < Duration::from_secs(4));
     app.stop().await;
 }
+
+// stop / start and PATCH (they share the thermal machinery: keep_hot, wake, stopped ≠ warm).
+
+#[tokio::test]
+async fn stop_start_round_trip_and_stopped_is_not_woken() {
+    let (app, key, eid, _l) = setup(true, json!({})).await;
+    let (s, v) = app
+        .call(Method::POST, "/sandboxes/dev/stop", Some(&key), None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["status"], "stopped");
+    assert!(v["stopped_at"].is_string(), "{v}");
+    assert_eq!(app.engine.count("stop"), 1);
+    // Stopped is shown, not woken: operations get a clear 409.
+    let (_, v) = app.call(Method::GET, "/sandboxes", Some(&key), None).await;
+    assert_eq!(v[0]["status"], "stopped");
+    assert!(v[0].get("thermal").is_none(), "{v}");
+    let (s, v) = exec_echo(&app, &key).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    assert_eq!(err_of(&v), r#"sandbox "dev" is stopped (bhatti start dev)"#);
+    assert_eq!(app.engine.count("start") + app.engine.count("resume"), 0);
+    // Stop again: no-op.
+    let (s, _) = app
+        .call(Method::POST, "/sandboxes/dev/stop", Some(&key), None)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(app.engine.count("stop"), 1);
+
+    let (s, v) = app
+        .call(Method::POST, "/sandboxes/dev/start", Some(&key), None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["status"], "running");
+    assert!(v.get("stopped_at").is_none(), "{v}");
+    assert!(app
+        .engine
+        .calls
+        .lock()
+        .unwrap()
+        .contains(&format!("start:{eid}")));
+    let (s, v) = exec_echo(&app, &key).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let dir = app.stop().await;
+    let store = Store::open(&dir.path().join("data/state.db")).unwrap();
+    for kind in ["sandbox.stopped", "sandbox.started"] {
+        let ev = store.with(|c| events::by_type(c, kind)).unwrap();
+        assert_eq!(ev.len(), 1, "{kind}");
+    }
+}
+
+#[tokio::test]
+async fn patch_keep_hot_name_and_labels() {
+    let (app, key, _eid, _) = setup(false, json!({"labels": {"team": "a", "old": "x"}})).await;
+    assert!(wait_thermal(&app, &key, "warm", Duration::from_secs(5)).await);
+    // keep_hot: true wakes it now and it stays hot.
+    let (s, v) = app
+        .call(
+            Method::PATCH,
+            "/sandboxes/dev",
+            Some(&key),
+            Some(json!({"keep_hot": true, "name": "dev2", "labels_add": {"env": "prod"}, "labels_remove": ["old"]})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["keep_hot"], true);
+    assert_eq!(v["name"], "dev2");
+    assert_eq!(v["labels"], json!({"team": "a", "env": "prod"}));
+    assert_eq!(v["thermal"], "hot");
+    assert_eq!(app.engine.count("resume"), 1);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(thermal(&app, &key).await, "hot");
+    assert_eq!(app.engine.count("pause"), 1);
+    // allow-cold: cools again.
+    let (s, _) = app
+        .call(
+            Method::PATCH,
+            "/sandboxes/dev2",
+            Some(&key),
+            Some(json!({"keep_hot": false})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(wait_thermal(&app, &key, "warm", Duration::from_secs(5)).await);
+    // Rejections: bad name, reserved label, taken name.
+    for (body, code) in [
+        (json!({"name": "Bad Name!"}), StatusCode::BAD_REQUEST),
+        (
+            json!({"labels_add": {"bhatti.sh/x": "1"}}),
+            StatusCode::BAD_REQUEST,
+        ),
+    ] {
+        let (s, v) = app
+            .call(Method::PATCH, "/sandboxes/dev2", Some(&key), Some(body))
+            .await;
+        assert_eq!(s, code, "{v}");
+    }
+    let (s, _) = app
+        .call(
+            Method::POST,
+            "/sandboxes",
+            Some(&key),
+            Some(json!({"name": "other"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, v) = app
+        .call(
+            Method::PATCH,
+            "/sandboxes/other",
+            Some(&key),
+            Some(json!({"name": "dev2"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    let updated = events_of(app, "sandbox.updated").await;
+    assert_eq!(updated.len(), 2, "{updated:?}");
+}
