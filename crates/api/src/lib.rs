@@ -5,6 +5,7 @@ pub mod error;
 pub mod headers;
 pub mod health;
 pub mod ops;
+pub mod publish;
 pub mod sandbox;
 pub mod secrets;
 pub mod users;
@@ -15,6 +16,7 @@ pub use health::{Health, StatusResponse};
 pub use ops::{
     ExecEvent, ExecRequest, ExecResult, FileEntry, Port, Session, MAX_FILE_WRITE_BYTES, NDJSON,
 };
+pub use publish::{PublishRequest, PublishRule};
 pub use sandbox::{CreateSandboxRequest, FileSpec, Sandbox};
 pub use secrets::{SecretInfo, SetSecretRequest};
 pub use users::User;

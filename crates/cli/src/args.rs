@@ -71,6 +71,10 @@ pub enum Command {
     Kill(KillArgs),
     /// List the TCP ports listening inside a sandbox
     Ports(SandboxArg),
+    /// Publish a sandbox port at a public URL (no key needed to reach it)
+    Publish(PublishArgs),
+    /// Stop publishing a sandbox port (its URL answers 404 at once)
+    Unpublish(UnpublishArgs),
     /// Read, write and list files in a sandbox
     #[command(subcommand, arg_required_else_help = true)]
     File(FileCommand),
@@ -250,6 +254,29 @@ pub enum FileCommand {
         /// Absolute path in the sandbox
         path: String,
     },
+}
+
+/// `publish` arguments.
+#[derive(Debug, Clone, Args)]
+pub struct PublishArgs {
+    /// Sandbox name or ID
+    pub sandbox: String,
+    /// Port inside the sandbox
+    #[arg(short, long, value_parser = clap::value_parser!(u16).range(1..))]
+    pub port: u16,
+    /// Public alias (lowercase letters, digits, -; default: <name>-<6 hex>)
+    #[arg(short, long)]
+    pub alias: Option<String>,
+}
+
+/// `unpublish` arguments.
+#[derive(Debug, Clone, Args)]
+pub struct UnpublishArgs {
+    /// Sandbox name or ID
+    pub sandbox: String,
+    /// Published port
+    #[arg(short, long, value_parser = clap::value_parser!(u16).range(1..))]
+    pub port: u16,
 }
 
 /// `destroy` arguments.

@@ -18,6 +18,7 @@ mod client;
 mod error;
 mod exec;
 mod files;
+mod publish;
 mod sandboxes;
 mod secrets;
 mod sessions;

@@ -122,8 +122,12 @@ pub struct ServerConfig {
     pub engine: String,
     /// Settings of the `namespace` engine.
     pub namespace: NamespaceOptions,
-    /// Public proxy listen address (not used yet).
+    /// Path-mode public proxy listen address (`http://<addr>/<alias>/…`).
     pub public_proxy_listen: Option<String>,
+    /// Domain mode: Host routing (`<alias>.<proxy_zone>`, `api_host`), optional TLS.
+    pub domain: Option<crate::public_proxy::DomainConfig>,
+    /// Public proxy limits (rate limits per IP, alias and global; timeouts; body cap).
+    pub public_proxy: crate::public_proxy::PublicProxyConfig,
     /// Sent as `X-Bhatti-Min-CLI` when set.
     pub min_cli_version: Option<String>,
     /// Log level (`debug`, `info`, `warn`, `error`) or a tracing filter.
@@ -156,6 +160,8 @@ impl Default for ServerConfig {
             engine: "namespace".into(),
             namespace: NamespaceOptions::default(),
             public_proxy_listen: None,
+            domain: None,
+            public_proxy: crate::public_proxy::PublicProxyConfig::default(),
             min_cli_version: None,
             log_level: "info".into(),
             rate_limits: RateLimitConfig::default(),

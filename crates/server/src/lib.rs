@@ -13,6 +13,7 @@ pub mod http;
 pub mod ids;
 pub mod logging;
 pub mod proxy;
+pub mod public_proxy;
 pub mod rate_limit;
 pub mod routes;
 pub mod secrets;

@@ -10,7 +10,9 @@ use bhatti_api::{X_BHATTI_MIN_CLI, X_BHATTI_VERSION};
 
 use crate::auth;
 use crate::error::ApiError;
-use crate::http::{exec, files, health, openapi, proxy, sandboxes, secrets, sessions, shell};
+use crate::http::{
+    exec, files, health, openapi, proxy, publish, sandboxes, secrets, sessions, shell,
+};
 use crate::state::AppState;
 
 /// `(method, path)` of every route, as OpenAPI spells them (tests check the document covers them).
@@ -40,6 +42,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("delete", "/sandboxes/{id}/proxy/{port}/{path}"),
     ("head", "/sandboxes/{id}/proxy/{port}/{path}"),
     ("options", "/sandboxes/{id}/proxy/{port}/{path}"),
+    ("post", "/sandboxes/{id}/publish"),
+    ("get", "/sandboxes/{id}/publish"),
+    ("delete", "/sandboxes/{id}/publish/{port}"),
     ("get", "/secrets"),
     ("post", "/secrets"),
     ("delete", "/secrets/{name}"),
@@ -81,6 +86,11 @@ pub fn app(state: AppState) -> Router {
         .route("/sandboxes/{id}/proxy/{port}", any(proxy::proxy))
         .route("/sandboxes/{id}/proxy/{port}/", any(proxy::proxy))
         .route("/sandboxes/{id}/proxy/{port}/{*path}", any(proxy::proxy))
+        .route(
+            "/sandboxes/{id}/publish",
+            get(publish::list_published).post(publish::publish),
+        )
+        .route("/sandboxes/{id}/publish/{port}", delete(publish::unpublish))
         .route(
             "/secrets",
             get(secrets::list_secrets).post(secrets::set_secret),

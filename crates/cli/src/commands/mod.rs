@@ -9,6 +9,7 @@ mod image;
 mod inspect;
 mod list;
 mod ps;
+mod publish;
 mod secret;
 mod serve;
 mod setup;
@@ -50,6 +51,8 @@ pub fn run(cli: Cli) -> Result<()> {
                     Command::Ps(args) => ps::run(&ctx, args).await,
                     Command::Kill(args) => ps::kill(&ctx, args).await,
                     Command::Ports(args) => ps::ports(&ctx, args).await,
+                    Command::Publish(args) => publish::publish(&ctx, args).await,
+                    Command::Unpublish(args) => publish::unpublish(&ctx, args).await,
                     Command::File(cmd) => file::run(&ctx, cmd).await,
                     Command::Secret(cmd) => secret::run(&ctx, cmd).await,
                     Command::Setup => setup::run(&ctx).await,

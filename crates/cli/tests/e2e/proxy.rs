@@ -229,3 +229,57 @@ fn authenticated_proxy_http_sse_websocket() {
     let (code, _) = curl(&d, &[&format!("{base}/8000/")]);
     assert_eq!(code, 401);
 }
+
+#[test]
+fn publish_unpublish_cli() {
+    require_e2e!();
+    let d = Daemon::start_with("public_proxy_listen: 127.0.0.1:18443\n");
+    d.ok(&[
+        "create", "--name", "web", "--image", "tiny", "--memory", "256",
+    ]);
+    let out = d.ok(&["publish", "web", "-p", "8000", "-a", "my-site"]);
+    assert_eq!(out, "Published: http://127.0.0.1:18443/my-site/\n");
+    // Idempotent.
+    assert_eq!(d.ok(&["publish", "web", "-p", "8000"]), out);
+    let auto = d.ok(&["publish", "web", "-p", "9000"]);
+    assert!(
+        auto.starts_with("Published: http://127.0.0.1:18443/web-"),
+        "{auto}"
+    );
+    // Conflicts and validation fail with exit 1.
+    d.ok(&[
+        "create", "--name", "web2", "--image", "tiny", "--memory", "256",
+    ]);
+    let (c, _, err) = d.cli(&["publish", "web2", "-p", "80", "-a", "my-site"]);
+    assert_eq!(c, 1);
+    assert!(err.contains("already in use"), "{err}");
+    let (c, _, err) = d.cli(&["publish", "web2", "-p", "80", "-a", "admin"]);
+    assert_eq!(c, 1);
+    assert!(err.contains("reserved"), "{err}");
+    // list shows the URL column.
+    let table = d.ok(&["list"]);
+    assert!(table.lines().next().unwrap().contains("URL"), "{table}");
+    assert!(table.contains("http://127.0.0.1:18443/my-site/"), "{table}");
+    let v: Vec<serde_json::Value> =
+        serde_json::from_str(&d.ok(&["--json", "publish", "web", "-p", "8000"]))
+            .map(|r: serde_json::Value| vec![r])
+            .unwrap();
+    assert_eq!(v[0]["alias"], "my-site");
+    assert_eq!(
+        d.ok(&["unpublish", "web", "-p", "8000"]),
+        "Unpublished port 8000\n"
+    );
+    let (c, _, err) = d.cli(&["unpublish", "web", "-p", "8000"]);
+    assert_eq!(c, 1);
+    assert!(err.contains("not published"), "{err}");
+    // Destroy deletes the rules: the alias is free for another sandbox.
+    d.ok(&["destroy", "web", "--yes"]);
+    d.ok(&[
+        "publish",
+        "web2",
+        "-p",
+        "80",
+        "-a",
+        auto.trim().rsplit('/').nth(1).unwrap(),
+    ]);
+}

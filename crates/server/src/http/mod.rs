@@ -5,6 +5,7 @@ pub mod files;
 pub mod health;
 pub mod openapi;
 pub mod proxy;
+pub mod publish;
 pub mod sandboxes;
 pub mod secrets;
 pub mod sessions;

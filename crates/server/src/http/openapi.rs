@@ -4,7 +4,7 @@ use axum::Json;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{exec, files, health, proxy, sandboxes, secrets, sessions, shell};
+use super::{exec, files, health, proxy, publish, sandboxes, secrets, sessions, shell};
 
 /// The API description served at `/openapi.json`.
 #[derive(OpenApi)]
@@ -30,6 +30,9 @@ use super::{exec, files, health, proxy, sandboxes, secrets, sessions, shell};
         shell::shell_ws,
         shell::piped_ws,
         proxy::proxy,
+        publish::publish,
+        publish::list_published,
+        publish::unpublish,
         secrets::set_secret,
         secrets::list_secrets,
         secrets::delete_secret,
@@ -51,6 +54,8 @@ use super::{exec, files, health, proxy, sandboxes, secrets, sessions, shell};
         bhatti_api::Session,
         bhatti_api::Port,
         bhatti_api::FileEntry,
+        bhatti_api::PublishRequest,
+        bhatti_api::PublishRule,
     )),
     modifiers(&BearerAuth),
     security(("bearer" = []))

@@ -3,6 +3,7 @@
 pub mod exec;
 pub mod files;
 pub mod proxy;
+pub mod publish;
 pub mod sandboxes;
 pub mod secrets;
 pub mod sessions;

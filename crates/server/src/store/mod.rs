@@ -6,6 +6,7 @@
 
 pub mod events;
 pub mod migrations;
+pub mod publish;
 pub mod sandboxes;
 pub mod secrets;
 pub mod users;
