@@ -47,6 +47,28 @@ pub struct GlobalArgs {
     pub data_dir: Option<PathBuf>,
 }
 
+/// `edit` arguments.
+#[derive(Debug, Args)]
+pub struct EditArgs {
+    /// Sandbox name or ID
+    pub sandbox: String,
+    /// Never let it cool (also wakes it now)
+    #[arg(long, conflicts_with = "allow_cold")]
+    pub keep_hot: bool,
+    /// Let it cool when idle again
+    #[arg(long)]
+    pub allow_cold: bool,
+    /// Rename (the hostname inside the sandbox is unchanged)
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// Add or overwrite a label k=v (repeatable)
+    #[arg(long, value_name = "K=V")]
+    pub label: Vec<String>,
+    /// Remove a label (repeatable)
+    #[arg(long, value_name = "KEY")]
+    pub label_delete: Vec<String>,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create a sandbox
@@ -60,6 +82,12 @@ pub enum Command {
     /// Destroy a sandbox
     #[command(visible_alias = "rm")]
     Destroy(DestroyArgs),
+    /// Stop a sandbox: its processes end, its files are kept (bhatti start brings it back)
+    Stop(SandboxArg),
+    /// Start a stopped sandbox again (its init runs again)
+    Start(SandboxArg),
+    /// Change a sandbox: --keep-hot/--allow-cold, --name, --label k=v, --label-delete k
+    Edit(EditArgs),
     /// Run a command in a sandbox: bhatti exec NAME -- CMD…
     Exec(ExecArgs),
     /// Interactive shell in a sandbox (Ctrl+\ detaches; the shell keeps running)

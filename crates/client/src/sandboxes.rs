@@ -55,4 +55,31 @@ impl Client {
         let resp = self.send(self.request(Method::DELETE, url.clone())).await?;
         self.decode(resp, &url).await
     }
+
+    /// `PATCH /sandboxes/:id`.
+    pub async fn update_sandbox(
+        &self,
+        id_or_name: &str,
+        req: &bhatti_api::sandbox::UpdateSandboxRequest,
+    ) -> Result<Sandbox, ClientError> {
+        let url = self.url(&["sandboxes", id_or_name]);
+        let resp = self
+            .send(self.request(Method::PATCH, url.clone()).json(req))
+            .await?;
+        self.decode(resp, &url).await
+    }
+
+    /// `POST /sandboxes/:id/stop`: processes end, the filesystem is kept.
+    pub async fn stop_sandbox(&self, id_or_name: &str) -> Result<Sandbox, ClientError> {
+        let url = self.url(&["sandboxes", id_or_name, "stop"]);
+        let resp = self.send(self.request(Method::POST, url.clone())).await?;
+        self.decode(resp, &url).await
+    }
+
+    /// `POST /sandboxes/:id/start`: a stopped sandbox runs again over its kept filesystem.
+    pub async fn start_sandbox(&self, id_or_name: &str) -> Result<Sandbox, ClientError> {
+        let url = self.url(&["sandboxes", id_or_name, "start"]);
+        let resp = self.send(self.request(Method::POST, url.clone())).await?;
+        self.decode(resp, &url).await
+    }
 }

@@ -7,6 +7,7 @@ mod exec;
 mod file;
 mod image;
 mod inspect;
+mod lifecycle;
 mod list;
 mod ps;
 mod publish;
@@ -46,6 +47,9 @@ pub fn run(cli: Cli) -> Result<()> {
                     Command::List(args) => list::run(&ctx, args).await,
                     Command::Inspect(args) => inspect::run(&ctx, args).await,
                     Command::Destroy(args) => destroy::run(&ctx, args).await,
+                    Command::Stop(args) => lifecycle::stop(&ctx, args).await,
+                    Command::Start(args) => lifecycle::start(&ctx, args).await,
+                    Command::Edit(args) => lifecycle::edit(&ctx, args).await,
                     Command::Exec(args) => exec::run(&ctx, args).await,
                     Command::Shell(args) => shell::run(&ctx, args).await,
                     Command::Ps(args) => ps::run(&ctx, args).await,

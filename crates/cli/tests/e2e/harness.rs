@@ -174,6 +174,26 @@ impl Daemon {
         }
     }
 
+    /// Sends SIGTERM to the daemon and waits for it to exit (at most `limit`); returns how
+    /// long it took, or `None` if it was still running (then it is SIGKILLed).
+    pub fn sigterm(&mut self, limit: Duration) -> Option<Duration> {
+        let mut c = self.child.take()?;
+        let t0 = Instant::now();
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(c.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        while t0.elapsed() < limit {
+            if c.try_wait().ok().flatten().is_some() {
+                return Some(t0.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        None
+    }
+
     fn cli_raw(&self, args: &[&str]) -> Output {
         self.command(args).output().expect("run bhatti")
     }

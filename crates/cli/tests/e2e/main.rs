@@ -8,3 +8,4 @@ mod lifecycle;
 mod ops;
 mod proxy;
 mod shell;
+mod thermal;
