@@ -114,6 +114,9 @@ pub enum Command {
     /// Manage users and API keys (opens the database directly; no daemon needed)
     #[command(subcommand, arg_required_else_help = true)]
     User(UserCommand),
+    /// Operator views: event log and status (opens the database directly; no daemon needed)
+    #[command(subcommand, arg_required_else_help = true)]
+    Admin(AdminCommand),
     /// Build and list images (works on the local data dir; no daemon needed)
     #[command(subcommand, arg_required_else_help = true)]
     Image(ImageCommand),
@@ -339,6 +342,37 @@ pub enum SecretCommand {
         #[arg(short, long)]
         yes: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// The event log, newest first
+    Events(AdminEventsArgs),
+    /// Sandboxes (hot/warm/cold), users and recent events
+    Status,
+}
+
+/// `admin events` arguments.
+#[derive(Debug, Args)]
+pub struct AdminEventsArgs {
+    /// Event type; without a dot a prefix (`thermal` = `thermal.*`)
+    #[arg(long = "type", value_name = "TYPE")]
+    pub r#type: Option<String>,
+    /// User name or id
+    #[arg(long)]
+    pub user: Option<String>,
+    /// Sandbox id or name
+    #[arg(long)]
+    pub sandbox: Option<String>,
+    /// Only since: 24h, 7d, 30m, 45s, 2026-04-01 or RFC 3339
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Most events shown
+    #[arg(long, default_value_t = 50)]
+    pub limit: u32,
+    /// Print only the number of matching events
+    #[arg(long)]
+    pub count: bool,
 }
 
 #[derive(Debug, Subcommand)]

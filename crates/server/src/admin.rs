@@ -242,6 +242,219 @@ pub fn delete_user(data_dir: &Path, name: &str) -> Result<(), AdminError> {
     }
 }
 
+/// Filter of `bhatti admin events`.
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    /// Exact type (`thermal.pause`), or without a dot a prefix (`thermal` = `thermal.*`).
+    pub kind: Option<String>,
+    /// User name or id.
+    pub user: Option<String>,
+    /// Sandbox id (or a live sandbox's name).
+    pub sandbox: Option<String>,
+    /// Only events at or after this RFC 3339 time.
+    pub since: Option<String>,
+    /// Most events returned (newest first).
+    pub limit: u32,
+}
+
+/// One recorded event.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EventRecord {
+    /// RFC 3339 time.
+    pub ts: String,
+    /// e.g. `sandbox.created`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// User id (empty for daemon events).
+    pub user_id: String,
+    /// User name, when the user still exists.
+    pub user: String,
+    /// Sandbox id, or empty.
+    pub sandbox_id: String,
+    /// Details.
+    pub meta: serde_json::Value,
+}
+
+/// Events matching `f`, newest first.
+pub fn events(data_dir: &Path, f: &EventFilter) -> Result<Vec<EventRecord>, AdminError> {
+    let store = open_store(data_dir)?;
+    let f = f.clone();
+    Ok(store.with(move |c| query_events(c, &f))?)
+}
+
+fn query_events(c: &rusqlite::Connection, f: &EventFilter) -> Result<Vec<EventRecord>, StoreError> {
+    let mut sql = String::from(
+        "SELECT e.ts, e.type, e.user_id, COALESCE(u.name, ''), e.sandbox_id, e.meta FROM events e
+         LEFT JOIN users u ON u.id = e.user_id WHERE 1=1",
+    );
+    let mut args: Vec<String> = Vec::new();
+    if let Some(k) = &f.kind {
+        if k.contains('.') {
+            args.push(k.clone());
+            sql.push_str(&format!(" AND e.type = ?{}", args.len()));
+        } else {
+            args.push(k.clone());
+            args.push(format!("{k}.%"));
+            sql.push_str(&format!(
+                " AND (e.type = ?{} OR e.type LIKE ?{})",
+                args.len() - 1,
+                args.len()
+            ));
+        }
+    }
+    if let Some(u) = &f.user {
+        args.push(u.clone());
+        sql.push_str(&format!(
+            " AND (e.user_id = ?{n} OR u.name = ?{n})",
+            n = args.len()
+        ));
+    }
+    if let Some(s) = &f.sandbox {
+        args.push(s.clone());
+        sql.push_str(&format!(
+            " AND (e.sandbox_id = ?{n} OR e.sandbox_id IN (SELECT id FROM sandboxes WHERE name = ?{n}))",
+            n = args.len()
+        ));
+    }
+    if let Some(t) = &f.since {
+        args.push(t.clone());
+        sql.push_str(&format!(" AND e.ts >= ?{}", args.len()));
+    }
+    sql.push_str(&format!(" ORDER BY e.id DESC LIMIT {}", f.limit.max(1)));
+    let mut stmt = c.prepare(&sql)?;
+    let rows = stmt.query_map(rusqlite::params_from_iter(args.iter()), |r| {
+        Ok(EventRecord {
+            ts: r.get(0)?,
+            kind: r.get(1)?,
+            user_id: r.get(2)?,
+            user: r.get(3)?,
+            sandbox_id: r.get(4)?,
+            meta: serde_json::from_str(&r.get::<_, String>(5)?).unwrap_or_default(),
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// One sandbox in `bhatti admin status`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StatusSandbox {
+    /// Id.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Owner's name.
+    pub user: String,
+    /// `running`, `stopped`, …
+    pub status: String,
+    /// `hot`/`warm`/`cold` for running sandboxes: the latest `thermal.*` event (the daemon keeps
+    /// the live state in memory; the event log is what a DB-direct reader can see).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thermal: Option<String>,
+}
+
+/// One user in `bhatti admin status`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StatusUser {
+    /// Name.
+    pub name: String,
+    /// Live sandboxes.
+    pub sandboxes: u32,
+    /// `active` or `disabled`… (the user's status column).
+    pub status: String,
+}
+
+/// `bhatti admin status`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DaemonStatus {
+    /// Counts: sandboxes, hot, warm, cold, stopped, users, auth_failures_24h.
+    pub totals: serde_json::Value,
+    /// Users.
+    pub users: Vec<StatusUser>,
+    /// Sandboxes.
+    pub sandboxes: Vec<StatusSandbox>,
+    /// The 10 most recent events.
+    pub recent_events: Vec<EventRecord>,
+}
+
+/// Summary of the store for operators.
+pub fn status(data_dir: &Path) -> Result<DaemonStatus, AdminError> {
+    let store = open_store(data_dir)?;
+    Ok(store.with(|c| {
+        let users_rows = users::list_with_counts(c)?;
+        let mut stmt = c.prepare(
+            "SELECT s.id, s.name, COALESCE(u.name, ''), s.status,
+                (SELECT type FROM events e WHERE e.sandbox_id = s.id AND e.type LIKE 'thermal.%'
+                 ORDER BY e.id DESC LIMIT 1)
+             FROM sandboxes s LEFT JOIN users u ON u.id = s.created_by ORDER BY s.created_at",
+        )?;
+        let sbs: Vec<StatusSandbox> = stmt
+            .query_map([], |r| {
+                let status: String = r.get(3)?;
+                let last: Option<String> = r.get(4)?;
+                let thermal = (status == "running").then(|| {
+                    match last.as_deref() {
+                        Some("thermal.pause") => "warm",
+                        Some("thermal.cool") => "cold",
+                        _ => "hot",
+                    }
+                    .to_string()
+                });
+                Ok(StatusSandbox {
+                    id: r.get(0)?,
+                    name: r.get(1)?,
+                    user: r.get(2)?,
+                    status,
+                    thermal,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        let count = |t: &str| {
+            sbs.iter()
+                .filter(|s| s.thermal.as_deref() == Some(t))
+                .count()
+        };
+        let since = (chrono::Utc::now() - chrono::Duration::hours(24))
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let auth_failures: i64 = c.query_row(
+            "SELECT COUNT(*) FROM events WHERE type = 'auth.failed' AND ts >= ?1",
+            [&since],
+            |r| r.get(0),
+        )?;
+        let totals = json!({
+            "sandboxes": sbs.len(),
+            "hot": count("hot"),
+            "warm": count("warm"),
+            "cold": count("cold"),
+            "stopped": sbs.iter().filter(|s| s.status == "stopped").count(),
+            "users": users_rows.len(),
+            "auth_failures_24h": auth_failures,
+        });
+        let recent_events = query_events(
+            c,
+            &EventFilter {
+                limit: 10,
+                ..EventFilter::default()
+            },
+        )?;
+        Ok(DaemonStatus {
+            totals,
+            users: users_rows
+                .into_iter()
+                .map(|(u, n)| {
+                    let api = u.to_api(n);
+                    StatusUser {
+                        name: api.name,
+                        sandboxes: n,
+                        status: "active".into(),
+                    }
+                })
+                .collect(),
+            sandboxes: sbs,
+            recent_events,
+        })
+    })?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

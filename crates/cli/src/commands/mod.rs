@@ -1,5 +1,6 @@
 //! One file per command. [`run`] picks the runtime and dispatches.
 
+mod admin;
 mod completion;
 mod create;
 mod destroy;
@@ -35,6 +36,7 @@ pub fn run(cli: Cli) -> Result<()> {
         // to start, and they make one request at a time).
         Command::Serve => serve::run(&ctx),
         Command::User(cmd) => user::run(&ctx, cmd),
+        Command::Admin(cmd) => admin::run(&ctx, cmd),
         Command::Image(cmd) => image::run(&ctx, cmd),
         Command::Completion(args) => completion::run(&args),
         cmd => {
@@ -63,6 +65,7 @@ pub fn run(cli: Cli) -> Result<()> {
                     Command::Version => version::run(&ctx).await,
                     Command::Serve
                     | Command::User(_)
+                    | Command::Admin(_)
                     | Command::Image(_)
                     | Command::Completion(_) => unreachable!(),
                 }

@@ -123,7 +123,7 @@ fn created_text(user: &User, key: &str, url: &str) -> String {
 
 /// `--data-dir`, else the server config's data dir. Also returns the server config when it
 /// was read.
-fn data_dir(ctx: &Ctx) -> Result<(PathBuf, Option<ServerConfig>)> {
+pub(super) fn data_dir(ctx: &Ctx) -> Result<(PathBuf, Option<ServerConfig>)> {
     if let Some(d) = &ctx.global.data_dir {
         return Ok((d.clone(), ServerConfig::load().ok()));
     }

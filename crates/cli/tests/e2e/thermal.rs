@@ -129,6 +129,41 @@ fn idle_sandbox_goes_warm_frozen_and_exec_wakes_it() {
     );
     assert!(!frozen(&d, &eid));
     assert_eq!(sandbox(&d, "idle")["thermal"], "hot");
+
+    // Each transition is in the event log, readable DB-direct.
+    let data = d.data_dir().to_string_lossy().into_owned();
+    let mut evs = String::new();
+    for _ in 0..50 {
+        evs = d.ok(&["admin", "events", "--type", "thermal", "--data-dir", &data]);
+        if evs.contains("thermal.wake") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(evs.starts_with("TS"), "{evs}");
+    assert!(
+        evs.contains("thermal.pause") && evs.contains("thermal.wake"),
+        "{evs}"
+    );
+    assert!(!evs.contains("sandbox.created"), "{evs}");
+    let n = d.ok(&[
+        "admin",
+        "events",
+        "--sandbox",
+        "idle",
+        "--since",
+        "1h",
+        "--count",
+        "--data-dir",
+        &data,
+    ]);
+    assert!(n.trim().parse::<u32>().unwrap() >= 3, "{n}");
+    let status = d.ok(&["admin", "status", "--data-dir", &data]);
+    assert!(
+        status.contains("Sandboxes  1 total (1 hot, 0 warm, 0 cold)"),
+        "{status}"
+    );
+    assert!(status.contains("daemon.started"), "{status}");
     d.ok(&["destroy", "idle", "-y"]);
 }
 
