@@ -98,6 +98,8 @@ struct Inner {
 
 struct Entry {
     inner: Mutex<Inner>,
+    /// Host-side operations in progress (e.g. a quiet `exec sleep 60`): never cool meanwhile.
+    inflight: std::sync::atomic::AtomicUsize,
     /// Serialises wake and pause of this sandbox: concurrent wakes coalesce into one.
     gate: tokio::sync::Mutex<()>,
 }
@@ -124,6 +126,7 @@ impl Thermal {
                         reason: None,
                     }),
                     gate: tokio::sync::Mutex::new(()),
+                    inflight: std::sync::atomic::AtomicUsize::new(0),
                 })
             })
             .clone()
@@ -155,6 +158,30 @@ impl Thermal {
             .unwrap_or_else(|e| e.into_inner())
             .remove(id);
     }
+}
+
+/// Marks an operation on a sandbox in progress until dropped; the sandbox does not cool
+/// meanwhile, and its idle period starts when the operation ends.
+pub struct Busy(Arc<Entry>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        lock(&self.0).last_active = Instant::now();
+        self.0
+            .inflight
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// See [`Busy`].
+pub fn busy(st: &AppState, sandbox_id: &str) -> Busy {
+    let e = st.thermal.entry(sandbox_id);
+    e.inflight.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    Busy(e)
+}
+
+fn busy_now(e: &Entry) -> bool {
+    e.inflight.load(std::sync::atomic::Ordering::SeqCst) > 0
 }
 
 fn lock(e: &Entry) -> std::sync::MutexGuard<'_, Inner> {
@@ -311,6 +338,9 @@ async fn check(st: &AppState, row: &SandboxRow) -> Result<(), ServiceError> {
     }
     {
         let mut i = lock(&entry);
+        if busy_now(&entry) {
+            i.last_active = now;
+        }
         if now.duration_since(i.last_active) < idle {
             i.reason = None;
             return Ok(());
@@ -371,7 +401,7 @@ async fn pause(
     {
         // A request may have arrived since the checks.
         let i = lock(entry);
-        if i.temp != Temp::Hot || i.last_active.elapsed() < idle {
+        if i.temp != Temp::Hot || i.last_active.elapsed() < idle || busy_now(entry) {
             return Ok(());
         }
     }

@@ -118,7 +118,7 @@ pub async fn exec(
     stream: bool,
 ) -> Result<ExecOutcome, ServiceError> {
     let plan = plan(req)?;
-    let (_row, agent) = sandboxes::agent(st, user, id_or_name).await?;
+    let (row, agent) = sandboxes::agent(st, user, id_or_name).await?;
     if plan.detach {
         let r = agent.exec_detached(&plan.req).await?;
         return Ok(ExecOutcome::Detached(ExecResult {
@@ -131,7 +131,12 @@ pub async fn exec(
     // Connect before answering, so that failures still get a proper status.
     let ch = agent.exec_stream(&plan.req).await?;
     let (tx, rx) = mpsc::channel(64);
-    tokio::spawn(drive(ch, plan.stdin, plan.timeout_secs, tx));
+    // A running exec keeps the sandbox hot even when it is quiet (lohar only counts its start).
+    let busy = crate::thermal::busy(st, &row.id);
+    tokio::spawn(async move {
+        let _busy = busy;
+        drive(ch, plan.stdin, plan.timeout_secs, tx).await
+    });
     if stream {
         let (etx, erx) = mpsc::channel(64);
         tokio::spawn(to_events(rx, etx, plan.timeout_secs));

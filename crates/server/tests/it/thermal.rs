@@ -423,3 +423,22 @@ async fn patch_keep_hot_name_and_labels() {
     let updated = events_of(app, "sandbox.updated").await;
     assert_eq!(updated.len(), 2, "{updated:?}");
 }
+
+#[tokio::test]
+async fn a_quiet_running_exec_keeps_it_hot() {
+    let (app, key, _eid, _l) = setup(true, json!({})).await;
+    let (s, v) = app
+        .call(
+            Method::POST,
+            "/sandboxes/dev/exec",
+            Some(&key),
+            Some(json!({"cmd": ["sh", "-c", "sleep 2.5; echo done"]})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["stdout"], "done\n");
+    assert_eq!(app.engine.count("pause"), 0, "paused during a running exec");
+    // Idle afterwards: cools.
+    assert!(wait_thermal(&app, &key, "warm", Duration::from_secs(5)).await);
+    app.stop().await;
+}
