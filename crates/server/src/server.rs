@@ -252,6 +252,9 @@ impl Server {
         tracing::info!(listen = %local_addr, version = bhatti_api::VERSION, engine = engine_name, "bhatti daemon listening");
 
         let grace = Duration::from_secs(state.config.shutdown_grace_secs);
+        let public = crate::public_proxy::spawn(state.clone())
+            .await
+            .map_err(|(addr, source)| ServerError::Bind { addr, source })?;
         let app = routes::app(state);
         let (signalled_tx, mut signalled_rx) = watch::channel(false);
         let signal = async move {
@@ -281,6 +284,7 @@ impl Server {
             } => tracing::warn!(grace_secs = grace.as_secs(), "requests still running after the grace period; stopping anyway"),
         }
 
+        public.stop();
         let _ = stop_tx.send(true);
         // A tick in progress is cut short; a half-done pause is seen as warm at the next start.
         thermal.abort();

@@ -283,3 +283,86 @@ fn publish_unpublish_cli() {
         auto.trim().rsplit('/').nth(1).unwrap(),
     ]);
 }
+
+#[test]
+fn public_proxy_path_and_host_modes() {
+    require_e2e!();
+    let d = Daemon::start_with(
+        "public_proxy_listen: 127.0.0.1:18443\ndomain:\n  api_host: api.test\n  proxy_zone: apps.test\n  listen: 127.0.0.1:18444\npublic_proxy:\n  per_ip: {burst: 20, per_minute: 600}\n",
+    );
+    sandbox_with_servers(&d, "pub");
+    assert_eq!(
+        d.ok(&["publish", "pub", "-p", "8000", "-a", "files"]),
+        "Published: https://files.apps.test\n"
+    );
+    d.ok(&["publish", "pub", "-p", "9000", "-a", "app9"]);
+
+    // python3 -m http.server without a key: path mode and Host mode.
+    let (code, out) = curl(&d, &["http://127.0.0.1:18443/files/hello.txt"]);
+    assert_eq!(code, 200, "{out}\n{}", d.log());
+    assert!(out.ends_with("hi-from-file\n"), "{out}");
+    let (code, out) = curl(
+        &d,
+        &[
+            "-H",
+            "Host: files.apps.test",
+            "http://127.0.0.1:18444/hello.txt",
+        ],
+    );
+    assert_eq!(code, 200, "{out}");
+    assert!(out.ends_with("hi-from-file\n"), "{out}");
+    // The API behind api_host; unknown hosts 404.
+    let (code, _) = curl(
+        &d,
+        &["-H", "Host: api.test", "http://127.0.0.1:18444/sandboxes"],
+    );
+    assert_eq!(code, 401);
+    let (code, out) = curl(&d, &["-H", "Host: other.test", "http://127.0.0.1:18444/"]);
+    assert_eq!(code, 404);
+    assert!(out.contains(r#"{"error":"unknown host"}"#), "{out}");
+
+    // SSE and WebSocket through both modes.
+    assert_incremental(&client(&d, &["sse", "127.0.0.1:18443", "/app9/sse"]));
+    assert_incremental(&client(
+        &d,
+        &["sse", "127.0.0.1:18444", "/sse", "Host: app9.apps.test"],
+    ));
+    let echo = "echo:m0\necho:m1\necho:m2\n";
+    assert_eq!(client(&d, &["ws", "127.0.0.1:18443", "/app9/ws"]), echo);
+    assert_eq!(
+        client(
+            &d,
+            &["ws", "127.0.0.1:18444", "/ws", "Host: app9.apps.test"]
+        ),
+        echo
+    );
+
+    // Unpublish → 404 at once, both modes.
+    d.ok(&["unpublish", "pub", "-p", "8000"]);
+    let (code, _) = curl(&d, &["http://127.0.0.1:18443/files/hello.txt"]);
+    assert_eq!(code, 404);
+    let (code, _) = curl(
+        &d,
+        &[
+            "-H",
+            "Host: files.apps.test",
+            "http://127.0.0.1:18444/hello.txt",
+        ],
+    );
+    assert_eq!(code, 404);
+
+    // Per-IP rate limit (burst 20, 10/s) trips with Retry-After, then recovers.
+    let mut args = vec!["-s", "-w", "\nCODE=%{http_code}\n"];
+    let url = "http://127.0.0.1:18443/app9/";
+    args.extend(std::iter::repeat_n(url, 40));
+    let o = d.in_netns("curl", &args);
+    let codes = String::from_utf8_lossy(&o.stdout).into_owned();
+    let n429 = codes.lines().filter(|c| *c == "CODE=429").count();
+    assert!(n429 >= 10, "{codes}");
+    let (code, out) = curl(&d, &[url]);
+    assert_eq!(code, 429, "{out}");
+    assert!(out.to_ascii_lowercase().contains("retry-after: 1"), "{out}");
+    std::thread::sleep(Duration::from_millis(1500));
+    let (code, out) = curl(&d, &[url]);
+    assert_eq!(code, 200, "{out}");
+}

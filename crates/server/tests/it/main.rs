@@ -6,6 +6,7 @@ mod helpers;
 mod openapi;
 mod ops;
 mod proxy;
+mod public;
 mod publish;
 mod restart;
 mod sandboxes;

@@ -46,7 +46,7 @@ fn lohar_bin() -> PathBuf {
 pub(crate) struct Lohar {
     child: Child,
     dir: tempfile::TempDir,
-    endpoint: AgentEndpoint,
+    pub(crate) endpoint: AgentEndpoint,
 }
 
 impl Drop for Lohar {
@@ -57,7 +57,7 @@ impl Drop for Lohar {
 }
 
 impl Lohar {
-    async fn start() -> Lohar {
+    pub(crate) async fn start() -> Lohar {
         let dir = tempfile::tempdir().unwrap();
         let (control, forward) = (dir.path().join("c.sock"), dir.path().join("f.sock"));
         let child = Command::new(lohar_bin())

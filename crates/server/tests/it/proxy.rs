@@ -20,7 +20,7 @@ use crate::ops::setup;
 
 /// The "sandbox's" app: `/echo` reports what arrived, `/sse` sends 3 events 300 ms apart,
 /// `/ws` echoes WebSocket messages.
-async fn upstream() -> u16 {
+pub(crate) async fn upstream() -> u16 {
     async fn echo(
         method: axum::http::Method,
         uri: axum::http::Uri,
