@@ -22,6 +22,8 @@ pub struct Daemon {
     pub bin: PathBuf,
     /// Where the images are.
     pub images: PathBuf,
+    /// The daemon's cgroup parent group.
+    pub cgroup_parent: String,
 }
 
 impl Daemon {
@@ -47,6 +49,7 @@ impl Daemon {
             "listen: 127.0.0.1:{port}\ndata_dir: {data}\nlog_level: warn\nfirst_start_cli_config: {home}/cli.yaml\n\
              admin: {{max_sandboxes: 500, max_cpus: 4, max_memory_mb: 4096}}\n\
              rate_limits:\n  create: {{burst: 100000, per_minute: 1000000}}\n  exec: {{burst: 100000, per_minute: 1000000}}\n  other: {{burst: 100000, per_minute: 1000000}}\n\
+             thermal: {{tick_ms: 100, warm_after_ms: 500}}\n\
              namespace:\n  lohar_path: {lohar}\n  images_dir: {images}\n  cgroup_parent: {parent}\n  build_default_image: false\n  uid_base: 40000000\n",
             data = dir.path().join("data").display(),
             home = dir.path().display(),
@@ -95,6 +98,7 @@ impl Daemon {
             token,
             bin,
             images,
+            cgroup_parent: cgroup_parent(),
         })
     }
 }
