@@ -288,7 +288,7 @@ fn publish_unpublish_cli() {
 fn public_proxy_path_and_host_modes() {
     require_e2e!();
     let d = Daemon::start_with(
-        "public_proxy_listen: 127.0.0.1:18443\ndomain:\n  api_host: api.test\n  proxy_zone: apps.test\n  listen: 127.0.0.1:18444\npublic_proxy:\n  per_ip: {burst: 20, per_minute: 600}\n",
+        "public_proxy_listen: 127.0.0.1:18443\ndomain:\n  api_host: api.test\n  proxy_zone: apps.test\n  listen: 127.0.0.1:18444\npublic_proxy:\n  per_ip: {burst: 20, per_minute: 60}\n",
     );
     sandbox_with_servers(&d, "pub");
     assert_eq!(
@@ -351,17 +351,18 @@ fn public_proxy_path_and_host_modes() {
     );
     assert_eq!(code, 404);
 
-    // Per-IP rate limit (burst 20, 10/s) trips with Retry-After, then recovers.
-    let mut args = vec!["-s", "-w", "\nCODE=%{http_code}\n"];
+    // Per-IP rate limit (burst 20, then one a second) trips with Retry-After, then recovers.
+    let mut args = vec!["-s", "-i", "-w", "\nCODE=%{http_code}\n"];
     let url = "http://127.0.0.1:18443/app9/";
     args.extend(std::iter::repeat_n(url, 40));
     let o = d.in_netns("curl", &args);
     let codes = String::from_utf8_lossy(&o.stdout).into_owned();
     let n429 = codes.lines().filter(|c| *c == "CODE=429").count();
     assert!(n429 >= 10, "{codes}");
-    let (code, out) = curl(&d, &[url]);
-    assert_eq!(code, 429, "{out}");
-    assert!(out.to_ascii_lowercase().contains("retry-after: 1"), "{out}");
+    assert!(
+        codes.to_ascii_lowercase().contains("retry-after: 1"),
+        "{codes}"
+    );
     std::thread::sleep(Duration::from_millis(1500));
     let (code, out) = curl(&d, &[url]);
     assert_eq!(code, 200, "{out}");
