@@ -52,7 +52,23 @@ pub async fn shell_ws(
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     let agent = svc::prepare(&st, &user, &id).await?;
-    Ok(ws.on_upgrade(move |socket| relay(socket, agent, q)))
+    let sandbox = crate::service::sandboxes::get(&st, &user, &id).await?.id;
+    Ok(ws.on_upgrade(move |socket| async move {
+        let started = std::time::Instant::now();
+        if let Some((session_id, reattach)) = relay(socket, agent, q).await {
+            st.record(crate::store::events::NewEvent::new(
+                "shell.session",
+                &user.id,
+                &sandbox,
+                serde_json::json!({
+                    "sandbox": sandbox,
+                    "session_id": session_id,
+                    "reattach": reattach,
+                    "duration_s": started.elapsed().as_secs(),
+                }),
+            ));
+        }
+    }))
 }
 
 async fn send(ws: &mut (impl SinkExt<Message> + Unpin), m: Message) -> bool {
@@ -69,7 +85,8 @@ fn close(code: u16, reason: &'static str) -> Message {
     }))
 }
 
-async fn relay(mut ws: WebSocket, agent: AgentClient, q: ShellQuery) {
+/// Relays until exit or disconnect; returns the session id and whether it was a reattach.
+async fn relay(mut ws: WebSocket, agent: AgentClient, q: ShellQuery) -> Option<(String, bool)> {
     let shell = match svc::open(&agent, q.session.as_deref(), q.new).await {
         Ok(s) => s,
         Err(e) => {
@@ -80,14 +97,15 @@ async fn relay(mut ws: WebSocket, agent: AgentClient, q: ShellQuery) {
             };
             let _ = send(&mut ws, Message::Text(format!("{what} error: {e}").into())).await;
             let _ = send(&mut ws, close(1011, "shell unavailable")).await;
-            return;
+            return None;
         }
     };
     tracing::debug!(session = %shell.session_id, reattached = shell.reattached, "shell attached");
+    let session = (shell.session_id.clone(), shell.reattached);
     let hello = serde_json::json!({"type": "session", "session_id": shell.session_id}).to_string();
     let (mut tx, mut rx) = ws.split();
     if !send(&mut tx, Message::Text(hello.into())).await {
-        return;
+        return Some(session);
     }
     let (mut rd, mut wr) = shell.channel.into_split();
     let mut ping = tokio::time::interval(PING_EVERY);
@@ -142,6 +160,7 @@ async fn relay(mut ws: WebSocket, agent: AgentClient, q: ShellQuery) {
             }
         }
     }
+    Some(session)
 }
 
 async fn send_output(tx: &mut (impl SinkExt<Message> + Unpin), b: Bytes) -> bool {

@@ -191,7 +191,15 @@ pub async fn create(
         };
         let r2 = row.clone();
         match st.store.call(move |c| publish::insert(c, &r2)).await {
-            Ok(()) => return Ok(Published::New(to_api(cfg, row))),
+            Ok(()) => {
+                st.record(crate::store::events::NewEvent::new(
+                    "publish.created",
+                    &user.id,
+                    &row.sandbox_id,
+                    serde_json::json!({"port": row.port, "alias": row.alias}),
+                ));
+                return Ok(Published::New(to_api(cfg, row)));
+            }
             Err(e) if publish::is_unique_violation(&e) => {
                 // Either this port was published meanwhile, or the alias is taken.
                 let sid = sb.id.clone();
@@ -241,11 +249,18 @@ pub async fn delete(
 ) -> Result<(), ServiceError> {
     let port = super::proxy::parse_port(port)?;
     let sb = sandbox(st, user, id_or_name).await?;
+    let sid = sb.id.clone();
     if st
         .store
-        .call(move |c| publish::delete(c, &sb.id, port))
+        .call(move |c| publish::delete(c, &sid, port))
         .await?
     {
+        st.record(crate::store::events::NewEvent::new(
+            "publish.deleted",
+            &user.id,
+            &sb.id,
+            serde_json::json!({"port": port}),
+        ));
         Ok(())
     } else {
         Err(ServiceError::NotFound(format!(

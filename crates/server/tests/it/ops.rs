@@ -753,7 +753,18 @@ async fn shell_websocket_detach_reattach_resize() {
     let anon = bhatti_client::Client::new(&app.url, None).unwrap();
     let e = anon.shell("dev", None, false).await.err().unwrap();
     assert_eq!(e.status(), Some(401), "{e}");
-    app.stop().await;
+    // Each shell connection is an event: a new session, then the reattach.
+    let dir = app.stop().await;
+    let store = bhatti_server::store::Store::open(&dir.path().join("data/state.db")).unwrap();
+    let ev = store
+        .with(|c| bhatti_server::store::events::by_type(c, "shell.session"))
+        .unwrap();
+    assert!(ev.len() >= 2, "{ev:?}");
+    assert!(
+        ev.iter()
+            .any(|e| e.2["session_id"] == sid.as_str() && e.2["reattach"] == true),
+        "{ev:?}"
+    );
 }
 
 mod piped {

@@ -216,3 +216,43 @@ async fn publish_rules_conflicts_and_lifecycle() {
     assert_eq!(s, StatusCode::CREATED, "{v}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn publish_and_unpublish_are_recorded_as_events() {
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let engine = Arc::new(TestEngine::default());
+    let app = spawn_with(dir.clone(), test_config(&dir), engine).await;
+    let alice = app.user("alice");
+    create(&app, &alice, "web").await;
+    let (s, r) = app
+        .call(
+            Method::POST,
+            "/sandboxes/web/publish",
+            Some(&alice),
+            Some(json!({"port": 8000, "alias": "web-evt"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{r}");
+    let (s, _) = app
+        .call(
+            Method::DELETE,
+            "/sandboxes/web/publish/8000",
+            Some(&alice),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let dir = app.stop().await;
+    let store = bhatti_server::store::Store::open(&dir.path().join("data/state.db")).unwrap();
+    let created = store
+        .with(|c| bhatti_server::store::events::by_type(c, "publish.created"))
+        .unwrap();
+    let deleted = store
+        .with(|c| bhatti_server::store::events::by_type(c, "publish.deleted"))
+        .unwrap();
+    assert_eq!(created.len(), 1, "{created:?}");
+    assert_eq!(created[0].2["alias"], "web-evt");
+    assert_eq!(created[0].2["port"], 8000);
+    assert_eq!(deleted.len(), 1, "{deleted:?}");
+    assert_eq!(deleted[0].2["port"], 8000);
+}
