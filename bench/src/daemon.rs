@@ -50,11 +50,13 @@ impl Daemon {
              admin: {{max_sandboxes: 500, max_cpus: 4, max_memory_mb: 4096}}\n\
              rate_limits:\n  create: {{burst: 100000, per_minute: 1000000}}\n  exec: {{burst: 100000, per_minute: 1000000}}\n  other: {{burst: 100000, per_minute: 1000000}}\n\
              thermal: {{tick_ms: 100, warm_after_ms: 500}}\n\
+             public_proxy_listen: 127.0.0.1:{public_port}\n\
              namespace:\n  lohar_path: {lohar}\n  images_dir: {images}\n  cgroup_parent: {parent}\n  build_default_image: false\n  uid_base: 40000000\n",
             data = dir.path().join("data").display(),
             home = dir.path().display(),
             images = images.display(),
             parent = cgroup_parent(),
+            public_port = PUBLIC_PORT,
         );
         std::fs::write(dir.path().join("config.yaml"), config)?;
         let log = std::fs::File::create(dir.path().join("daemon.log"))?;
@@ -102,6 +104,9 @@ impl Daemon {
         })
     }
 }
+
+/// The public (path-mode) proxy's port.
+pub const PUBLIC_PORT: u16 = 18443;
 
 /// This run's cgroup parent (removed when the daemon stops).
 fn cgroup_parent() -> String {

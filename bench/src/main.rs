@@ -4,6 +4,7 @@
 //! the harness from rotting; it checks that every scenario ran, never how fast).
 
 mod daemon;
+mod more;
 mod scenarios;
 mod stats;
 

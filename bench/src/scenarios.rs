@@ -41,7 +41,7 @@ fn sync_n(n: usize, mut f: impl FnMut() -> Result<()>) -> Result<Summary> {
 
 /// A bench sandbox. Kept hot: the daemon runs with a short idle timer for the warm-wake
 /// scenario, which must not cool the sandboxes other scenarios measure.
-fn req(name: &str) -> CreateSandboxRequest {
+pub fn req(name: &str) -> CreateSandboxRequest {
     CreateSandboxRequest {
         name: Some(name.into()),
         image: Some("tiny".into()),
@@ -51,16 +51,6 @@ fn req(name: &str) -> CreateSandboxRequest {
     }
 }
 
-fn mem_available_kib() -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("MemAvailable:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|n| n.parse().ok()))
-        })
-        .unwrap_or(0)
-}
 
 /// Runs every scenario; those that cannot run yet are listed with the reason.
 pub async fn run_all(
@@ -228,39 +218,22 @@ pub async fn run_all(
         ),
     ));
 
-    // Idle host memory per sandbox (these sandboxes are idle now).
-    let before_destroy = mem_available_kib();
     for i in 0..burst {
         c.destroy_sandbox(&format!("burst-{i}")).await?;
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let after_destroy = mem_available_kib();
-    let per_sandbox_mib =
-        after_destroy.saturating_sub(before_destroy) as f64 / 1024.0 / burst as f64;
-    figures.push((
-        format!("idle sandbox host memory (MemAvailable delta / {burst})"),
-        format!("{per_sandbox_mib:.2} MiB per sandbox (target ≤ 3 MB)"),
-    ));
 
     exec_and_files(d, quick, rows, &fork_exec, &health).await?;
     create_to_first_output(d, n_slow, rows).await?;
     warm_wake(d, quick, rows).await?;
-    for (name, why) in [
-        (
-            "shell round trip (keystroke → echo)",
-            "needs the shell WebSocket client in the harness",
-        ),
-        (
-            "proxy (authenticated, public), stop/start",
-            "not in the harness yet",
-        ),
-    ] {
-        not_run.push((name.into(), why.into()));
-    }
+    crate::more::shell_round_trip(d, quick, rows).await?;
+    crate::more::stop_start(d, quick, rows).await?;
+    crate::more::proxies(d, quick, rows).await?;
+    crate::more::idle_memory(d, quick, figures).await?;
+    let _ = not_run;
     Ok(())
 }
 
-fn cmd(argv: &[&str]) -> bhatti_api::ExecRequest {
+pub fn cmd(argv: &[&str]) -> bhatti_api::ExecRequest {
     bhatti_api::ExecRequest {
         cmd: argv.iter().map(|s| s.to_string()).collect(),
         ..Default::default()
