@@ -32,10 +32,16 @@ pub async fn shell_round_trip(d: &Daemon, quick: bool, rows: &mut Vec<Row>) -> R
         samples.push(t.elapsed());
     }
     wr.close().await;
+    let mut health = Vec::new();
+    for _ in 0..samples.len() {
+        let t = Instant::now();
+        c.health().await?;
+        health.push(t.elapsed());
+    }
     rows.push(Row {
         name: "shell keystroke → echo".into(),
         bhatti: summarize(&samples),
-        floor: None,
+        floor: Some(("GET /health".into(), summarize(&health))),
         original_p50: None,
     });
     c.destroy_sandbox("bench-shell").await?;
@@ -56,16 +62,20 @@ pub async fn stop_start(d: &Daemon, quick: bool, rows: &mut Vec<Row>) -> Result<
         starts.push(t.elapsed());
         anyhow::ensure!(c.exec("bench-ss", &cmd(&["true"])).await?.exit_code == 0);
     }
+    let bwrap = Some((
+        "bwrap run of true".to_string(),
+        crate::scenarios::bwrap_floor(d, 10)?,
+    ));
     rows.push(Row {
         name: "stop".into(),
         bhatti: summarize(&stops),
-        floor: None,
+        floor: bwrap.clone(),
         original_p50: Some(484.8),
     });
     rows.push(Row {
         name: "start (to lohar ready)".into(),
         bhatti: summarize(&starts),
-        floor: None,
+        floor: bwrap,
         original_p50: Some(58.7),
     });
     c.destroy_sandbox("bench-ss").await?;
@@ -92,16 +102,21 @@ pub async fn proxies(d: &Daemon, quick: bool, rows: &mut Vec<Row>) -> Result<()>
         keep_hot: None,
         ..req("bench-web")
     };
-    c.create_sandbox(&warm_req).await?;
+    let ip = c.create_sandbox(&warm_req).await?.0.ip;
     let serve = bhatti_api::ExecRequest {
         detach: true,
-        ..cmd(&["sh", "-c", "mkdir -p /tmp/www && echo hello > /tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www"])
+        ..cmd(&[
+            "sh",
+            "-c",
+            "mkdir -p /tmp/www && echo hello > /tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www",
+        ])
     };
     c.exec("bench-web", &serve).await?;
     let rule = c.publish("bench-web", 8080, Some("bench-web")).await?;
     let authed = format!("{}/sandboxes/bench-web/proxy/8080/index.html", d.url);
     let public = format!("http://127.0.0.1:{PUBLIC_PORT}/{}/index.html", rule.alias);
-    // Wait for the server to listen.
+    // The floor: the same request straight to the sandbox's IP (host → sandbox is allowed).
+    let direct = format!("http://{ip}:8080/index.html");
     let deadline = Instant::now() + Duration::from_secs(10);
     while get_ok(&http, &authed, Some(&d.token)).await.is_err() {
         anyhow::ensure!(
@@ -111,16 +126,60 @@ pub async fn proxies(d: &Daemon, quick: bool, rows: &mut Vec<Row>) -> Result<()>
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let n = if quick { 5 } else { 100 };
+    let time = |url: String, token: Option<String>| {
+        let http = http.clone();
+        async move {
+            let mut v = Vec::new();
+            for _ in 0..n {
+                let t = Instant::now();
+                get_ok(&http, &url, token.as_deref()).await?;
+                v.push(t.elapsed());
+            }
+            Ok::<_, anyhow::Error>(summarize(&v))
+        }
+    };
+    let floor = Some((
+        "GET straight to the sandbox IP".to_string(),
+        time(direct.clone(), None).await?,
+    ));
     for (name, url, token) in [
         (
             "authenticated proxy GET (hot)",
             &authed,
-            Some(d.token.as_str()),
+            Some(d.token.clone()),
         ),
         ("public proxy GET (hot)", &public, None),
     ] {
+        rows.push(Row {
+            name: name.into(),
+            bhatti: time(url.clone(), token).await?,
+            floor: floor.clone(),
+            original_p50: Some(2.2),
+        });
+    }
+    // Warm target: wait until the idle timer froze it; then one request wakes it.
+    for (name, url, token) in [
+        (
+            "authenticated proxy GET (warm target, wakes it)",
+            &authed,
+            Some(d.token.as_str()),
+        ),
+        ("public proxy GET (warm target, wakes it)", &public, None),
+    ] {
         let mut v = Vec::new();
-        for _ in 0..n {
+        for _ in 0..(if quick { 2 } else { 10 }) {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let list = c.list_sandboxes(&[]).await?;
+                if list
+                    .iter()
+                    .any(|s| s.name == "bench-web" && s.thermal.as_deref() == Some("warm"))
+                {
+                    break;
+                }
+                anyhow::ensure!(Instant::now() < deadline, "bench-web never went warm");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
             let t = Instant::now();
             get_ok(&http, url, token).await?;
             v.push(t.elapsed());
@@ -128,35 +187,10 @@ pub async fn proxies(d: &Daemon, quick: bool, rows: &mut Vec<Row>) -> Result<()>
         rows.push(Row {
             name: name.into(),
             bhatti: summarize(&v),
-            floor: None,
-            original_p50: Some(2.2),
+            floor: floor.clone(),
+            original_p50: Some(3.7),
         });
     }
-    // Warm target: wait until the idle timer froze it, then one request wakes it.
-    let mut v = Vec::new();
-    for _ in 0..(if quick { 2 } else { 10 }) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let list = c.list_sandboxes(&[]).await?;
-            if list
-                .iter()
-                .any(|s| s.name == "bench-web" && s.thermal.as_deref() == Some("warm"))
-            {
-                break;
-            }
-            anyhow::ensure!(Instant::now() < deadline, "bench-web never went warm");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let t = Instant::now();
-        get_ok(&http, &public, None).await?;
-        v.push(t.elapsed());
-    }
-    rows.push(Row {
-        name: "public proxy GET (warm target, wakes it)".into(),
-        bhatti: summarize(&v),
-        floor: None,
-        original_p50: Some(3.7),
-    });
     c.destroy_sandbox("bench-web").await?;
     Ok(())
 }

@@ -51,25 +51,10 @@ pub fn req(name: &str) -> CreateSandboxRequest {
     }
 }
 
-
-/// Runs every scenario; those that cannot run yet are listed with the reason.
-pub async fn run_all(
-    d: &Daemon,
-    quick: bool,
-    rows: &mut Vec<Row>,
-    figures: &mut Vec<(String, String)>,
-    not_run: &mut Vec<(String, String)>,
-) -> Result<()> {
-    let (n_fast, n_slow) = if quick { (10, 3) } else { (100, 15) };
-    let c = &d.client;
-
-    // Floors.
-    let fork_exec = sync_n(n_fast, || {
-        Command::new("/bin/true").status()?;
-        Ok(())
-    })?;
+/// The create floor: a bubblewrap run of `true` on the same image.
+pub fn bwrap_floor(d: &Daemon, n: usize) -> Result<Summary> {
     let tiny = d.images.join("tiny/rootfs");
-    let bwrap = sync_n(n_slow.max(10), || {
+    sync_n(n, || {
         let st = Command::new("bwrap")
             .arg("--ro-bind")
             .arg(&tiny)
@@ -89,7 +74,38 @@ pub async fn run_all(
             .context("bwrap (Debian package bubblewrap)")?;
         anyhow::ensure!(st.success(), "bwrap failed");
         Ok(())
-    });
+    })
+}
+
+/// `n` host fork+execs of `true` at once, until all finished.
+fn parallel_fork_exec(n: usize) -> Result<std::time::Duration> {
+    let t = Instant::now();
+    let children: Vec<_> = (0..n)
+        .map(|_| Command::new("/bin/true").spawn())
+        .collect::<Result<_, _>>()?;
+    for mut c in children {
+        c.wait()?;
+    }
+    Ok(t.elapsed())
+}
+
+/// Runs every scenario; those that cannot run yet are listed with the reason.
+pub async fn run_all(
+    d: &Daemon,
+    quick: bool,
+    rows: &mut Vec<Row>,
+    figures: &mut Vec<(String, String)>,
+    not_run: &mut Vec<(String, String)>,
+) -> Result<()> {
+    let (n_fast, n_slow) = if quick { (10, 3) } else { (100, 15) };
+    let c = &d.client;
+
+    // Floors.
+    let fork_exec = sync_n(n_fast, || {
+        Command::new("/bin/true").status()?;
+        Ok(())
+    })?;
+    let bwrap = bwrap_floor(d, n_slow.max(10));
     let health = summarize(
         &time_n(5, n_fast, |_| async {
             c.health().await.map(|_| ()).map_err(Into::into)
@@ -281,29 +297,38 @@ async fn exec_and_files(
         });
     }
     // The CLI process: what a user typing `bhatti exec` waits for.
-    let cli = sync_n(n_slow.max(10), || {
-        let st = Command::new(&d.bin)
-            .args([
-                "--url",
-                &d.url,
-                "--token",
-                &d.token,
-                "exec",
-                "bench-ops",
-                "--",
-                "true",
-            ])
-            .stdout(Stdio::null())
-            .status()?;
-        anyhow::ensure!(st.success(), "bhatti exec failed");
-        Ok(())
-    })?;
-    rows.push(Row {
-        name: "exec `true` via the CLI process".into(),
-        bhatti: cli,
-        floor: fork_floor.clone(),
-        original_p50: Some(12.5),
-    });
+    for (name, argv) in [
+        ("exec `true` via the CLI process", vec!["true"]),
+        ("exec `echo hi` via the CLI process", vec!["echo", "hi"]),
+        (
+            "exec `cat /etc/hostname` via the CLI process",
+            vec!["cat", "/etc/hostname"],
+        ),
+    ] {
+        let cli = sync_n(n_slow.max(10), || {
+            let st = Command::new(&d.bin)
+                .args([
+                    "--url",
+                    &d.url,
+                    "--token",
+                    &d.token,
+                    "exec",
+                    "bench-ops",
+                    "--",
+                ])
+                .args(&argv)
+                .stdout(Stdio::null())
+                .status()?;
+            anyhow::ensure!(st.success(), "bhatti exec failed");
+            Ok(())
+        })?;
+        rows.push(Row {
+            name: name.into(),
+            bhatti: cli,
+            floor: fork_floor.clone(),
+            original_p50: Some(12.5),
+        });
+    }
     // Parallel execs: the time until all of N finished.
     for n in [5usize, 10, 20, 50] {
         let mut samples = Vec::new();
@@ -321,10 +346,13 @@ async fn exec_and_files(
             20 => Some(31.9),
             _ => None,
         };
+        let floor = (0..samples.len().max(5))
+            .map(|_| parallel_fork_exec(n))
+            .collect::<Result<Vec<_>>>()?;
         rows.push(Row {
             name: format!("{n} execs in parallel (all done)"),
             bhatti: summarize(&samples),
-            floor: None,
+            floor: Some((format!("{n} host fork+execs at once"), summarize(&floor))),
             original_p50: orig,
         });
     }
@@ -463,7 +491,7 @@ async fn create_to_first_output(d: &Daemon, n: usize, rows: &mut Vec<Row>) -> Re
     rows.push(Row {
         name: "create → first exec output".into(),
         bhatti: summarize(&samples),
-        floor: None,
+        floor: Some(("bwrap run of true".into(), bwrap_floor(d, n.max(10))?)),
         original_p50: None,
     });
     Ok(())
