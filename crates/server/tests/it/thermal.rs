@@ -1,14 +1,10 @@
 //! The thermal manager over the in-memory engine (fake CPU usage, recorded pause/resume), with a
 //! real test-mode lohar where activity and exec matter. Timings are shortened through config.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bhatti_engine::agent::AgentClient;
-use bhatti_engine::AgentEndpoint;
 use bhatti_server::store::{events, Store};
 use bhatti_server::ServerConfig;
 use reqwest::{Method, StatusCode};
@@ -16,64 +12,6 @@ use serde_json::{json, Value};
 
 use crate::helpers::{err_of, spawn_with, test_config, TestApp};
 use crate::test_engine::TestEngine;
-
-fn lohar_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("LOHAR_BIN") {
-        return p.into();
-    }
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    for p in [
-        root.join("target/debug/lohar"),
-        root.join("target/x86_64-unknown-linux-gnu/debug/lohar"),
-        root.join("target/aarch64-unknown-linux-gnu/debug/lohar"),
-    ] {
-        if p.is_file() {
-            return p;
-        }
-    }
-    panic!("no lohar binary: set LOHAR_BIN=$(./scripts/build-lohar)");
-}
-
-/// A lohar in test mode; killed on drop.
-struct Lohar {
-    child: Child,
-    _dir: tempfile::TempDir,
-    endpoint: AgentEndpoint,
-}
-
-impl Drop for Lohar {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn lohar() -> Lohar {
-    let dir = tempfile::tempdir().unwrap();
-    let (control, forward) = (dir.path().join("c.sock"), dir.path().join("f.sock"));
-    let child = Command::new(lohar_bin())
-        .env("LOHAR_TEST", "1")
-        .env("LOHAR_SOCK", &control)
-        .env("LOHAR_FWD_SOCK", &forward)
-        .env("LOHAR_LOG", "warn")
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("spawn lohar");
-    let endpoint = AgentEndpoint::Unix {
-        control,
-        forward,
-        token: None,
-    };
-    AgentClient::new(endpoint.clone())
-        .wait_ready(Duration::from_secs(10))
-        .await
-        .expect("lohar ready");
-    Lohar {
-        child,
-        _dir: dir,
-        endpoint,
-    }
-}
 
 fn fast(cfg: &mut ServerConfig) {
     cfg.thermal.tick_ms = 50;
@@ -86,13 +24,16 @@ fn fast(cfg: &mut ServerConfig) {
 
 /// An app with fast thermal timings, optionally a real lohar, a user and one sandbox `dev`
 /// (created with `extra` merged into the body). Returns (app, key, engine id, lohar).
-async fn setup(with_lohar: bool, extra: Value) -> (TestApp, String, String, Option<Lohar>) {
+async fn setup(
+    with_lohar: bool,
+    extra: Value,
+) -> (TestApp, String, String, Option<crate::ops::Lohar>) {
     let dir = Arc::new(tempfile::tempdir().unwrap());
     let mut cfg = test_config(&dir);
     fast(&mut cfg);
     let engine = Arc::new(TestEngine::default());
     let l = if with_lohar {
-        let l = lohar().await;
+        let l = crate::ops::Lohar::start().await;
         *engine.agent.lock().unwrap() = Some(l.endpoint.clone());
         Some(l)
     } else {
