@@ -51,8 +51,9 @@ pub async fn shell_ws(
     Query(q): Query<ShellQuery>,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
-    let agent = svc::prepare(&st, &user, &id).await?;
-    let sandbox = crate::service::sandboxes::get(&st, &user, &id).await?.id;
+    // One lookup gives both the agent and the sandbox id the session event names.
+    let (row, agent) = crate::service::sandboxes::agent(&st, &user, &id).await?;
+    let sandbox = row.id;
     Ok(ws.on_upgrade(move |socket| async move {
         let started = std::time::Instant::now();
         if let Some((session_id, reattach)) = relay(socket, agent, q).await {
