@@ -16,7 +16,7 @@ pub use health::{Health, StatusResponse};
 pub use ops::{
     ExecEvent, ExecRequest, ExecResult, FileEntry, Port, Session, MAX_FILE_WRITE_BYTES, NDJSON,
 };
-pub use publish::{PublishRequest, PublishRule};
+pub use publish::{PublishRequest, PublishRule, ShellToken};
 pub use sandbox::{CreateSandboxRequest, FileSpec, Sandbox};
 pub use secrets::{SecretInfo, SetSecretRequest};
 pub use users::User;

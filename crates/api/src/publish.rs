@@ -30,3 +30,13 @@ pub struct PublishRule {
     /// RFC 3339.
     pub created_at: String,
 }
+
+/// `POST /sandboxes/:id/shell-token` answer: a web shell share link.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ShellToken {
+    /// 64 hex chars; shown once (the server keeps only its hash).
+    pub token: String,
+    /// `…/_shell/<sandbox id>#token=<token>`: the token rides in the fragment, which browsers
+    /// never send to servers.
+    pub url: String,
+}

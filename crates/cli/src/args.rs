@@ -93,6 +93,8 @@ pub enum Command {
     /// Interactive shell in a sandbox (Ctrl+\ detaches; the shell keeps running)
     #[command(visible_alias = "sh")]
     Shell(ShellArgs),
+    /// Share a browser shell: prints a link anyone holding it can open (--revoke ends sharing)
+    Share(ShareArgs),
     /// List a sandbox's sessions (shells, piped sessions, init)
     Ps(SandboxArg),
     /// End a session in a sandbox (SIGKILL to its process group)
@@ -298,6 +300,19 @@ pub struct PublishArgs {
     /// Public alias (lowercase letters, digits, -; default: <name>-<6 hex>)
     #[arg(short, long)]
     pub alias: Option<String>,
+    /// Also share a browser shell (as `bhatti share`) and print its link
+    #[arg(long)]
+    pub shell: bool,
+}
+
+/// `share` arguments.
+#[derive(Debug, Clone, Args)]
+pub struct ShareArgs {
+    /// Sandbox name or ID
+    pub sandbox: String,
+    /// Turn sharing off and disconnect everyone using the link
+    #[arg(long)]
+    pub revoke: bool,
 }
 
 /// `unpublish` arguments.

@@ -1,6 +1,6 @@
 //! `/sandboxes/:id/publish`: public URLs for sandbox ports.
 
-use bhatti_api::{PublishRequest, PublishRule};
+use bhatti_api::{PublishRequest, PublishRule, ShellToken};
 use reqwest::Method;
 
 use crate::{Client, ClientError};
@@ -43,6 +43,33 @@ impl Client {
     pub fn proxy_url(&self, sandbox: &str, port: u16) -> String {
         let mut u = self.url(&["sandboxes", sandbox, "proxy", &port.to_string(), ""]);
         u.set_query(None);
+        u.to_string()
+    }
+
+    /// Creates a web shell share link (the previous one stops working).
+    pub async fn share_shell(&self, sandbox: &str) -> Result<ShellToken, ClientError> {
+        let url = self.url(&["sandboxes", sandbox, "shell-token"]);
+        let resp = self.send(self.request(Method::POST, url.clone())).await?;
+        self.decode(resp, &url).await
+    }
+
+    /// Turns web shell sharing off; live web shells are disconnected.
+    pub async fn revoke_shell(&self, sandbox: &str) -> Result<(), ClientError> {
+        let url = self.url(&["sandboxes", sandbox, "shell-token"]);
+        self.send(self.request(Method::DELETE, url)).await?;
+        Ok(())
+    }
+
+    /// A usable link from a share answer: servers without an API host configured (the
+    /// original's quirk) answer `…:///_shell/…`; the link is then rebuilt on this client's
+    /// endpoint.
+    pub fn shell_link(&self, sandbox_id: &str, t: &ShellToken) -> String {
+        if !t.url.contains(":///_shell") {
+            return t.url.clone();
+        }
+        let mut u = self.url(&["_shell", sandbox_id]);
+        u.set_query(None);
+        u.set_fragment(Some(&format!("token={}", t.token)));
         u.to_string()
     }
 }

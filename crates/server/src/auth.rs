@@ -21,6 +21,11 @@ use crate::store::users;
 /// Paths served without a key, compared after normalisation.
 const PUBLIC_PATHS: &[&str] = &["/health"];
 
+/// The web shell (`/_shell/<id>` and `/_shell/<id>/ws`) authenticates with its share token.
+fn is_public(clean: &str) -> bool {
+    PUBLIC_PATHS.contains(&clean) || clean.starts_with("/_shell/")
+}
+
 /// Lexical path normalisation like Go's `path.Clean`: collapses `//`, resolves `.` and `..`.
 pub fn clean_path(path: &str) -> String {
     let mut out: Vec<&str> = Vec::new();
@@ -55,7 +60,7 @@ pub async fn authenticate(State(st): State<AppState>, mut req: Request, next: Ne
         .unwrap_or_default();
 
     let mut user_id = String::new();
-    let response = if PUBLIC_PATHS.contains(&path.as_str()) {
+    let response = if is_public(&path) {
         next.run(req).await
     } else {
         match authorize(&st, bearer(&req), &client_ip).await {

@@ -73,7 +73,6 @@ impl Default for PublicProxyConfig {
 // ---------------------------------------------------------------------------------------------
 // Serving.
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -91,7 +90,7 @@ use tokio::sync::Semaphore;
 use tower::ServiceExt;
 
 use crate::proxy::{self, Forwarded};
-use crate::rate_limit::TokenBucket;
+use crate::rate_limit::{KeyedBuckets, TokenBucket};
 use crate::state::AppState;
 use crate::store::{publish, sandboxes};
 
@@ -99,43 +98,12 @@ fn error(status: StatusCode, msg: &str) -> Response {
     (status, Json(ErrorBody::new(msg))).into_response()
 }
 
-/// Token buckets keyed by IP or alias, at most `max` keys (the least recently seen evicted).
-struct Keyed {
-    max: usize,
-    map: HashMap<String, (TokenBucket, Instant)>,
-}
-
-impl Keyed {
-    fn take(&mut self, key: &str, cfg: BucketConfig, now: Instant) -> Result<(), Duration> {
-        if !self.map.contains_key(key) && self.map.len() >= self.max.max(1) {
-            if let Some(oldest) = self
-                .map
-                .iter()
-                .min_by_key(|(_, (_, seen))| *seen)
-                .map(|(k, _)| k.clone())
-            {
-                self.map.remove(&oldest);
-            }
-        }
-        let (b, seen) = self
-            .map
-            .entry(key.to_string())
-            .or_insert_with(|| (TokenBucket::new(cfg, now), now));
-        *seen = now;
-        b.try_take(cfg, now)
-    }
-}
-
-fn lock(m: &Mutex<Keyed>) -> std::sync::MutexGuard<'_, Keyed> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// The public proxy's rate limits: global, then per source IP, then per alias.
 pub struct PublicLimiter {
     cfg: PublicProxyConfig,
     global: Mutex<TokenBucket>,
-    ips: Mutex<Keyed>,
-    aliases: Mutex<Keyed>,
+    ips: KeyedBuckets,
+    aliases: KeyedBuckets,
 }
 
 impl PublicLimiter {
@@ -144,14 +112,8 @@ impl PublicLimiter {
         let now = Instant::now();
         Self {
             global: Mutex::new(TokenBucket::new(cfg.global, now)),
-            ips: Mutex::new(Keyed {
-                max: cfg.max_tracked,
-                map: HashMap::new(),
-            }),
-            aliases: Mutex::new(Keyed {
-                max: cfg.max_tracked,
-                map: HashMap::new(),
-            }),
+            ips: KeyedBuckets::new(cfg.max_tracked),
+            aliases: KeyedBuckets::new(cfg.max_tracked),
             cfg,
         }
     }
@@ -162,20 +124,13 @@ impl PublicLimiter {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .try_take(self.cfg.global, now)?;
-        lock(&self.ips).take(ip, self.cfg.per_ip, now)?;
-        lock(&self.aliases).take(alias, self.cfg.per_alias, now)
+        self.ips.take(ip, self.cfg.per_ip, now)?;
+        self.aliases.take(alias, self.cfg.per_alias, now)
     }
 
     /// Keys tracked (IPs, aliases).
     pub fn tracked(&self) -> (usize, usize) {
-        (
-            self.ips.lock().unwrap_or_else(|e| e.into_inner()).map.len(),
-            self.aliases
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .map
-                .len(),
-        )
+        (self.ips.len(), self.aliases.len())
     }
 }
 

@@ -148,6 +148,53 @@ impl RateLimiter {
     }
 }
 
+/// Token buckets keyed by a string (an IP, an alias), at most `max` keys: the least recently
+/// seen key is evicted beyond that, so a flood of distinct keys cannot grow memory.
+pub struct KeyedBuckets {
+    max: usize,
+    map: Mutex<HashMap<String, (TokenBucket, Instant)>>,
+}
+
+impl KeyedBuckets {
+    /// An empty map of at most `max` keys.
+    pub fn new(max: usize) -> Self {
+        Self {
+            max: max.max(1),
+            map: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes a token from `key`'s bucket; `Err(retry_after)` when empty.
+    pub fn take(&self, key: &str, cfg: BucketConfig, now: Instant) -> Result<(), Duration> {
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        if !map.contains_key(key) && map.len() >= self.max {
+            // O(n), but only when the map is full.
+            if let Some(oldest) = map
+                .iter()
+                .min_by_key(|(_, (_, seen))| *seen)
+                .map(|(k, _)| k.clone())
+            {
+                map.remove(&oldest);
+            }
+        }
+        let (b, seen) = map
+            .entry(key.to_string())
+            .or_insert_with(|| (TokenBucket::new(cfg, now), now));
+        *seen = now;
+        b.try_take(cfg, now)
+    }
+
+    /// Keys tracked.
+    pub fn len(&self) -> usize {
+        self.map.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Whether no key is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,7 +11,7 @@ use bhatti_api::{X_BHATTI_MIN_CLI, X_BHATTI_VERSION};
 use crate::auth;
 use crate::error::ApiError;
 use crate::http::{
-    exec, files, health, openapi, proxy, publish, sandboxes, secrets, sessions, shell,
+    exec, files, health, openapi, proxy, publish, sandboxes, secrets, sessions, shell, webshell,
 };
 use crate::state::AppState;
 
@@ -45,6 +45,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/sandboxes/{id}/publish"),
     ("get", "/sandboxes/{id}/publish"),
     ("delete", "/sandboxes/{id}/publish/{port}"),
+    ("post", "/sandboxes/{id}/shell-token"),
+    ("delete", "/sandboxes/{id}/shell-token"),
     ("get", "/secrets"),
     ("post", "/secrets"),
     ("delete", "/secrets/{name}"),
@@ -91,6 +93,12 @@ pub fn app(state: AppState) -> Router {
             get(publish::list_published).post(publish::publish),
         )
         .route("/sandboxes/{id}/publish/{port}", delete(publish::unpublish))
+        .route(
+            "/sandboxes/{id}/shell-token",
+            post(webshell::create_token).delete(webshell::revoke_token),
+        )
+        .route("/_shell/{id}", get(webshell::page))
+        .route("/_shell/{id}/ws", get(webshell::ws))
         .route(
             "/secrets",
             get(secrets::list_secrets).post(secrets::set_secret),

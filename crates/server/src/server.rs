@@ -175,6 +175,7 @@ impl Server {
             started: Instant::now(),
             events: events_tx,
             thermal: Arc::new(crate::thermal::Thermal::default()),
+            web_shells: Arc::default(),
         };
         // The store is the truth: bring the engine in line before serving anything.
         match crate::service::sandboxes::recover(&state).await {

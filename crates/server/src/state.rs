@@ -31,6 +31,8 @@ pub struct AppState {
     pub events: mpsc::Sender<NewEvent>,
     /// Thermal state of running sandboxes.
     pub thermal: Arc<crate::thermal::Thermal>,
+    /// Live web shells (`/_shell/<id>`).
+    pub web_shells: Arc<crate::service::webshell::WebShells>,
 }
 
 impl AppState {

@@ -59,6 +59,7 @@ pub fn run(cli: Cli) -> Result<()> {
                     Command::Ports(args) => ps::ports(&ctx, args).await,
                     Command::Publish(args) => publish::publish(&ctx, args).await,
                     Command::Unpublish(args) => publish::unpublish(&ctx, args).await,
+                    Command::Share(args) => publish::share(&ctx, args).await,
                     Command::File(cmd) => file::run(&ctx, cmd).await,
                     Command::Secret(cmd) => secret::run(&ctx, cmd).await,
                     Command::Setup => setup::run(&ctx).await,

@@ -9,3 +9,4 @@ mod ops;
 mod proxy;
 mod shell;
 mod thermal;
+mod webshell;

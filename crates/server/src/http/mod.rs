@@ -10,3 +10,5 @@ pub mod sandboxes;
 pub mod secrets;
 pub mod sessions;
 pub mod shell;
+pub mod webshell;
+mod webshell_page;

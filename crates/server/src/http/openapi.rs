@@ -4,7 +4,9 @@ use axum::Json;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{exec, files, health, proxy, publish, sandboxes, secrets, sessions, shell};
+use super::{
+    exec, files, health, proxy, publish, sandboxes, secrets, sessions, shell, webshell,
+};
 
 /// The API description served at `/openapi.json`.
 #[derive(OpenApi)]
@@ -33,6 +35,8 @@ use super::{exec, files, health, proxy, publish, sandboxes, secrets, sessions, s
         publish::publish,
         publish::list_published,
         publish::unpublish,
+        webshell::create_token,
+        webshell::revoke_token,
         secrets::set_secret,
         secrets::list_secrets,
         secrets::delete_secret,
@@ -56,6 +60,7 @@ use super::{exec, files, health, proxy, publish, sandboxes, secrets, sessions, s
         bhatti_api::FileEntry,
         bhatti_api::PublishRequest,
         bhatti_api::PublishRule,
+        bhatti_api::ShellToken,
     )),
     modifiers(&BearerAuth),
     security(("bearer" = []))

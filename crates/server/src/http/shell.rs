@@ -11,10 +11,11 @@ use std::time::Duration;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
-use bhatti_engine::agent::{AgentClient, AgentEvent};
+use bhatti_engine::agent::{AgentChannel, AgentClient, AgentEvent};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
 
 use crate::error::ApiError;
 use crate::extract::AuthUser;
@@ -72,14 +73,14 @@ pub async fn shell_ws(
     }))
 }
 
-async fn send(ws: &mut (impl SinkExt<Message> + Unpin), m: Message) -> bool {
+pub(crate) async fn send(ws: &mut (impl SinkExt<Message> + Unpin), m: Message) -> bool {
     matches!(
         tokio::time::timeout(WRITE_DEADLINE, ws.send(m)).await,
         Ok(Ok(()))
     )
 }
 
-fn close(code: u16, reason: &'static str) -> Message {
+pub(crate) fn close(code: u16, reason: &'static str) -> Message {
     Message::Close(Some(CloseFrame {
         code,
         reason: reason.into(),
@@ -108,7 +109,33 @@ async fn relay(mut ws: WebSocket, agent: AgentClient, q: ShellQuery) -> Option<(
     if !send(&mut tx, Message::Text(hello.into())).await {
         return Some(session);
     }
-    let (mut rd, mut wr) = shell.channel.into_split();
+    // Client gone: the session detaches and keeps running (reattached next time).
+    pump(&mut tx, &mut rx, shell.channel, None).await;
+    Some(session)
+}
+
+/// Why a terminal relay ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PumpEnd {
+    /// The shell exited or failed, or the sandbox went away (the client was told).
+    Shell,
+    /// The client left or stopped answering.
+    Client,
+    /// `stop` fired (the client was sent close 1008).
+    Stopped,
+}
+
+/// Relays a terminal session both ways until the shell ends, the client leaves or `stop`
+/// fires: output as binary messages, client bytes as keystrokes, a text
+/// `{"type":"resize",…}` as a resize; pings every 30 s, and a client silent for 90 s is dropped.
+pub(crate) async fn pump(
+    tx: &mut (impl SinkExt<Message> + Unpin),
+    rx: &mut (impl futures_util::Stream<Item = Result<Message, axum::Error>> + Unpin),
+    channel: AgentChannel,
+    stop: Option<CancellationToken>,
+) -> PumpEnd {
+    let stop = stop.unwrap_or_default();
+    let (mut rd, mut wr) = channel.into_split();
     let mut ping = tokio::time::interval(PING_EVERY);
     ping.tick().await;
     let mut last_seen = tokio::time::Instant::now();
@@ -116,23 +143,23 @@ async fn relay(mut ws: WebSocket, agent: AgentClient, q: ShellQuery) -> Option<(
         tokio::select! {
             ev = rd.next_event() => match ev {
                 Ok(Some(AgentEvent::Stdout(b) | AgentEvent::Stderr(b))) => {
-                    if !send_output(&mut tx, b).await {
-                        break;
+                    if !send_output(tx, b).await {
+                        return PumpEnd::Client;
                     }
                 }
                 Ok(Some(AgentEvent::Exit(_))) => {
-                    let _ = send(&mut tx, close(1000, "exited")).await;
-                    break;
+                    let _ = send(tx, close(1000, "exited")).await;
+                    return PumpEnd::Shell;
                 }
                 Ok(Some(AgentEvent::Error(m))) => {
-                    let _ = send(&mut tx, Message::Text(format!("shell error: {m}").into())).await;
-                    let _ = send(&mut tx, close(1011, "shell error")).await;
-                    break;
+                    let _ = send(tx, Message::Text(format!("shell error: {m}").into())).await;
+                    let _ = send(tx, close(1011, "shell error")).await;
+                    return PumpEnd::Shell;
                 }
                 Ok(Some(AgentEvent::SessionInfo(_))) => {}
                 Ok(None) | Err(_) => {
-                    let _ = send(&mut tx, close(1011, "sandbox connection lost")).await;
-                    break;
+                    let _ = send(tx, close(1011, "sandbox connection lost")).await;
+                    return PumpEnd::Shell;
                 }
             },
             msg = rx.next() => {
@@ -144,24 +171,26 @@ async fn relay(mut ws: WebSocket, agent: AgentClient, q: ShellQuery) -> Option<(
                         None => wr.stdin(t.as_bytes()).await,
                     },
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => Ok(()),
-                    // Client gone: detach (the shell keeps running).
-                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
+                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return PumpEnd::Client,
                 };
                 if res.is_err() {
-                    let _ = send(&mut tx, close(1011, "sandbox connection lost")).await;
-                    break;
+                    let _ = send(tx, close(1011, "sandbox connection lost")).await;
+                    return PumpEnd::Shell;
                 }
             }
             _ = ping.tick() => {
                 if last_seen.elapsed() > READ_DEADLINE
-                    || !send(&mut tx, Message::Ping(Bytes::new())).await
+                    || !send(tx, Message::Ping(Bytes::new())).await
                 {
-                    break;
+                    return PumpEnd::Client;
                 }
+            }
+            _ = stop.cancelled() => {
+                let _ = send(tx, close(1008, "access revoked")).await;
+                return PumpEnd::Stopped;
             }
         }
     }
-    Some(session)
 }
 
 async fn send_output(tx: &mut (impl SinkExt<Message> + Unpin), b: Bytes) -> bool {

@@ -8,6 +8,7 @@ pub mod sandboxes;
 pub mod secrets;
 pub mod sessions;
 pub mod shell;
+pub mod webshell;
 
 use bhatti_engine::agent::AgentError;
 use bhatti_engine::EngineError;

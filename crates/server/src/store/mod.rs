@@ -9,6 +9,7 @@ pub mod migrations;
 pub mod publish;
 pub mod sandboxes;
 pub mod secrets;
+pub mod shell_tokens;
 pub mod users;
 
 use std::path::{Path, PathBuf};
