@@ -10,6 +10,7 @@ pub mod image;
 pub mod namespace;
 pub mod net;
 pub mod spec;
+pub mod vm;
 
 pub use error::EngineError;
 pub use spec::{AgentEndpoint, Capabilities, Created, RunState, SandboxSpec, SpecFile};

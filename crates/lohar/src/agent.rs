@@ -96,6 +96,10 @@ pub fn run(args: Vec<String>) -> i32 {
         );
         return 2;
     }
+    if mode == Mode::Pid1 {
+        // In a VM: load modules, mount the root disk, switch_root (a no-op anywhere else).
+        boot::initramfs::stage1_if_initramfs();
+    }
     let config_path = args
         .get(1)
         .map(PathBuf::from)

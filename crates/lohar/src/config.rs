@@ -58,6 +58,42 @@ pub struct SandboxConfig {
     /// `sync()` after every exec before reporting the exit, for engines that snapshot right after.
     #[serde(default)]
     pub sync_on_exit: bool,
+    /// `eth0`'s address, for engines whose sandbox configures its own interface (the vm engine:
+    /// the host cannot reach into a guest kernel's network stack the way it can into a netns).
+    #[serde(default)]
+    pub network: Option<NetworkConfig>,
+}
+
+/// Static IPv4 configuration of `eth0`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkConfig {
+    /// Address with prefix length, e.g. `10.0.1.2/24`.
+    pub address: String,
+    /// Default gateway, e.g. `10.0.1.1`.
+    pub gateway: String,
+}
+
+impl NetworkConfig {
+    /// Parses `address` and `gateway` into (ip, prefix length, gateway).
+    pub fn parse(&self) -> Result<(std::net::Ipv4Addr, u8, std::net::Ipv4Addr), String> {
+        let (ip, prefix) = self
+            .address
+            .split_once('/')
+            .ok_or_else(|| format!("address {:?} has no /prefix", self.address))?;
+        let ip = ip
+            .parse()
+            .map_err(|_| format!("bad address {:?}", self.address))?;
+        let prefix: u8 = prefix
+            .parse()
+            .ok()
+            .filter(|p| *p <= 32)
+            .ok_or_else(|| format!("bad prefix in {:?}", self.address))?;
+        let gw = self
+            .gateway
+            .parse()
+            .map_err(|_| format!("bad gateway {:?}", self.gateway))?;
+        Ok((ip, prefix, gw))
+    }
 }
 
 /// Errors reading the config file.
@@ -126,6 +162,29 @@ mod tests {
         assert_eq!(parse_mode("0999"), None);
         assert_eq!(parse_mode(""), None);
         assert_eq!(parse_mode("77777"), None);
+    }
+
+    #[test]
+    fn network_parses() {
+        let n = NetworkConfig {
+            address: "10.0.1.2/24".into(),
+            gateway: "10.0.1.1".into(),
+        };
+        let (ip, p, gw) = n.parse().unwrap();
+        assert_eq!(
+            (ip.to_string(), p, gw.to_string()),
+            ("10.0.1.2".into(), 24, "10.0.1.1".into())
+        );
+        let bad = NetworkConfig {
+            address: "10.0.1.2".into(),
+            gateway: "10.0.1.1".into(),
+        };
+        assert!(bad.parse().is_err());
+        let bad = NetworkConfig {
+            address: "10.0.1.2/33".into(),
+            gateway: "10.0.1.1".into(),
+        };
+        assert!(bad.parse().is_err());
     }
 
     #[test]

@@ -61,6 +61,17 @@ pub enum NetError {
         /// The key of the sandbox using it.
         owner: String,
     },
+    /// Creating a TAP device failed.
+    #[error("{step} tap {name}: {source}")]
+    Tap {
+        /// What was being done.
+        step: &'static str,
+        /// The interface name.
+        name: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
     /// Opening a netlink socket failed.
     #[error("opening a netlink socket ({context}): {source}")]
     Connect {

@@ -16,6 +16,7 @@ pub mod firewall;
 pub mod ipam;
 mod netlink;
 mod network;
+mod tap;
 mod veth;
 
 use std::net::Ipv4Addr;
@@ -24,6 +25,12 @@ use std::path::Path;
 pub use error::NetError;
 pub use ipam::{user_subnet, Ipam};
 pub use network::Network;
+
+/// The host-side interface name (veth end or TAP) of sandbox `key`: the prefix plus the key's
+/// first 8 characters (the key itself when it is shorter or unusual).
+pub fn host_iface_name(prefix: &str, key: &str) -> String {
+    veth::host_veth_name(prefix, key).unwrap_or_else(|_| format!("{prefix}{key}"))
+}
 
 /// How sandbox networking is laid out on this host.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -101,6 +101,8 @@ pub(crate) enum Kind {
     Veth,
     /// A Linux bridge.
     Bridge,
+    /// A TUN/TAP device (a VM's).
+    Tun,
     /// Anything else.
     Other,
 }
@@ -124,6 +126,7 @@ fn summarize(msg: &LinkMessage) -> Option<LinkSummary> {
                         kind = match k {
                             InfoKind::Veth => Kind::Veth,
                             InfoKind::Bridge => Kind::Bridge,
+                            InfoKind::Tun => Kind::Tun,
                             _ => Kind::Other,
                         };
                     }

@@ -13,6 +13,7 @@ use super::bridge::{self, bridge_name};
 use super::firewall::{self, Firewall};
 use super::ipam::{max_subnet_index, subnet_gateway, user_subnet, Ipam, USER_PREFIX_LEN};
 use super::netlink::{self, Kind};
+use super::tap;
 use super::veth::{self, host_veth_name};
 use super::{AttachRequest, Attachment, NetConfig, NetError, ReconcileReport};
 
@@ -223,6 +224,63 @@ impl Network {
         veth::configure_in_netns(netns, netns_path, ip, gateway).await
     }
 
+    /// Wires a VM: the user's bridge if missing, an address, and a persistent TAP (named like
+    /// the host veth would be) on the bridge. The guest configures the address itself. Undo
+    /// with [`Network::detach`], as for a veth.
+    pub async fn attach_tap(
+        &self,
+        subnet_index: u32,
+        key: &str,
+        want_ip: Option<Ipv4Addr>,
+    ) -> Result<Attachment, NetError> {
+        let cfg = &self.inner.config;
+        let subnet = user_subnet(cfg.base, subnet_index)?;
+        let gateway = subnet_gateway(subnet);
+        let bridge = bridge_name(&cfg.bridge_prefix, subnet_index);
+        let tap = host_veth_name(&cfg.veth_prefix, key)?;
+        let lock = self.user_lock(subnet_index);
+        let _guard = lock.lock().await;
+        self.claim_veth(&tap, key)?;
+        let ip = match self.with_ipam(|ipam| ipam.allocate(subnet_index, key, want_ip)) {
+            Ok(ip) => ip,
+            Err(e) => {
+                self.release_veth(&tap, key);
+                return Err(e);
+            }
+        };
+        let handle = &self.inner.handle;
+        let wired = async {
+            let (bridge_index, _) = bridge::ensure(handle, &bridge, subnet_index, gateway).await?;
+            bridge::forget_neighbour(handle, bridge_index, &bridge, ip).await?;
+            veth::delete(handle, &tap).await?;
+            tap::create(handle, &tap, bridge_index).await
+        }
+        .await;
+        if let Err(e) = wired {
+            tracing::warn!(key, %ip, error = %e, "tap attach failed; rolling back");
+            self.unwire(subnet_index, key, &bridge, &tap).await;
+            return Err(e);
+        }
+        Ok(Attachment {
+            ip,
+            gateway,
+            prefix_len: USER_PREFIX_LEN,
+            bridge,
+            host_veth: tap,
+        })
+    }
+
+    /// Marks a live sandbox's interface name and address as used without touching any link
+    /// (for an engine re-attaching to its sandboxes on a network another engine reconciles).
+    pub async fn adopt(&self, subnet_index: u32, key: &str, ip: Ipv4Addr) -> Result<(), NetError> {
+        let name = host_veth_name(&self.inner.config.veth_prefix, key)?;
+        let lock = self.user_lock(subnet_index);
+        let _guard = lock.lock().await;
+        self.claim_veth(&name, key)?;
+        self.with_ipam(|ipam| ipam.allocate(subnet_index, key, Some(ip)))
+            .map(|_| ())
+    }
+
     /// Records that `key` uses `host_veth`; fails if another key already does.
     fn claim_veth(&self, host_veth: &str, key: &str) -> Result<(), NetError> {
         let mut state = self.state();
@@ -339,7 +397,7 @@ impl Network {
         };
         for link in netlink::list_links(handle).await? {
             match link.kind {
-                Kind::Veth
+                Kind::Veth | Kind::Tun
                     if link.name.starts_with(&cfg.veth_prefix)
                         && !live_veths.contains(&link.name) =>
                 {

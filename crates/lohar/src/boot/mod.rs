@@ -1,6 +1,7 @@
 //! PID-1 duties, done synchronously before the async runtime starts.
 
 pub mod identity;
+pub mod initramfs;
 pub mod mounts;
 pub mod net;
 pub mod provision;

@@ -1,0 +1,935 @@
+//! The `vm` engine itself: create, destroy, warm (vCPUs stopped) and cold (memory on disk,
+//! no VMM process) states, stop/start, and recovery after a daemon restart.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+
+use super::vmm::{probe_kvm, Accel, Qemu, VmLaunch, Vmm};
+use super::{disk, initramfs};
+use crate::agent::AgentClient;
+use crate::cgroups::{Cgroup, Cgroups, Limits};
+use crate::image::ImageStore;
+use crate::namespace::{CONTROL_PORT, FORWARD_PORT};
+use crate::net::{NetConfig, Network};
+use crate::spec::{AgentEndpoint, Capabilities, Created, RunState, SandboxSpec};
+use crate::{Engine, EngineError};
+
+/// Configuration of the vm engine.
+#[derive(Debug, Clone)]
+pub struct VmConfig {
+    /// Where sandbox directories live (`<dir>/<engine id>/`: overlay, config disk, QMP socket,
+    /// memory snapshot).
+    pub sandboxes_dir: PathBuf,
+    /// Cache of base disks and the initramfs.
+    pub cache_dir: PathBuf,
+    /// The image store directory.
+    pub images_dir: PathBuf,
+    /// The static lohar binary (the initramfs's `/init`).
+    pub lohar: PathBuf,
+    /// Guest kernel (bzImage).
+    pub kernel: PathBuf,
+    /// The kernel's module directory (`…/lib/modules/<version>`, with `modules.dep`); `None`
+    /// derives it from the kernel's file name (see [`modules_dir_for`]).
+    pub modules_dir: Option<PathBuf>,
+    /// Modules lohar loads in the guest (dependencies added from `modules.dep`).
+    pub modules: Vec<String>,
+    /// The QEMU binary.
+    pub qemu: PathBuf,
+    /// Accelerator; `None` probes (KVM when usable, else TCG with a warning).
+    pub accel: Option<Accel>,
+    /// Size of each image's base ext4 (sparse), hence of every sandbox's root filesystem.
+    pub disk_size_mb: u64,
+    /// Memory QEMU may use beyond guest RAM (its own code, device state, I/O buffers).
+    pub memory_overhead_mb: u64,
+    /// TCG translation cache size in MiB (counted in the cgroup's cap under TCG).
+    pub tcg_tb_mb: u64,
+    /// Run QEMU as this user after setup (`-runas`); `None` keeps root.
+    pub runas: Option<String>,
+    /// Keep each VM's serial console in `<dir>/console.log`.
+    pub console_log: bool,
+    /// cgroup parent group name for the QEMU processes.
+    pub cgroup_parent: String,
+    /// Networking (used when the engine starts its own [`Network`]).
+    pub net: NetConfig,
+    /// Nameservers written to every guest's resolv.conf (empty: leave the image's).
+    pub dns: Vec<String>,
+    /// How long create waits for lohar to answer (boot under TCG takes seconds).
+    pub ready_timeout: Duration,
+}
+
+/// The module directory that belongs to `kernel`: for `<root>/boot/vmlinuz-<ver>`,
+/// `<root>/lib/modules/<ver>` if it exists (a kernel package unpacked anywhere), else
+/// `/lib/modules/<ver>`.
+pub fn modules_dir_for(kernel: &Path) -> Option<PathBuf> {
+    let name = kernel.file_name()?.to_str()?;
+    let ver = name.strip_prefix("vmlinuz-")?;
+    let beside = kernel.parent()?.parent()?.join("lib/modules").join(ver);
+    if beside.join("modules.dep").is_file() {
+        return Some(beside);
+    }
+    Some(Path::new("/lib/modules").join(ver))
+}
+
+/// The engine's record of one VM (`vm.json` in its directory; also `Created::meta`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VmMeta {
+    /// Owner's subnet index.
+    pub subnet_index: u32,
+    /// The guest's IP.
+    pub ip: Ipv4Addr,
+    /// Guest MAC.
+    pub mac: String,
+    /// The image it was created from.
+    pub image: String,
+    /// The base disk its overlay sits on.
+    pub base: PathBuf,
+    /// vCPUs.
+    pub vcpus: u32,
+    /// Guest RAM in MiB.
+    pub memory_mb: u64,
+    /// CPU limit (fractions allowed) of QEMU's cgroup.
+    pub cpus: f64,
+    /// Accelerator it runs with.
+    pub accel: Accel,
+}
+
+struct Running {
+    meta: VmMeta,
+    token: String,
+    cgroup: Cgroup,
+}
+
+/// The engine.
+pub struct VmEngine {
+    cfg: VmConfig,
+    accel: Accel,
+    initrd: PathBuf,
+    vmm: Arc<dyn Vmm>,
+    images: ImageStore,
+    cgroups: Cgroups,
+    net: Network,
+    own_net: bool,
+    sandboxes: Mutex<HashMap<String, Arc<Running>>>,
+    /// Serialises base-disk builds (two creates of a new image build it once).
+    base_lock: tokio::sync::Mutex<()>,
+    /// Per-sandbox lock: a wake, a cold snapshot and a destroy never interleave.
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+pub(crate) fn io(step: impl Into<String>, e: impl std::fmt::Display) -> EngineError {
+    EngineError::Io {
+        step: step.into(),
+        source: std::io::Error::other(e.to_string()),
+    }
+}
+
+fn unavailable(reason: impl Into<String>) -> EngineError {
+    EngineError::Unavailable {
+        engine: "vm".into(),
+        reason: reason.into(),
+    }
+}
+
+const META_FILE: &str = "vm.json";
+const OVERLAY: &str = "root.qcow2";
+const CONFIG_DISK: &str = "config.img";
+const SNAPSHOT: &str = "memory.snap";
+/// Present while the VM is cold (memory in [`SNAPSHOT`], no QEMU).
+const COLD_MARKER: &str = "cold";
+/// Present while the VM is stopped (no QEMU, filesystem kept).
+const STOPPED_MARKER: &str = "stopped";
+
+/// Engine ids name directories, cgroups and TAPs: lowercase hex only.
+fn valid_key(id: &str) -> bool {
+    (8..=32).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// A locally administered MAC derived from the engine id (stable across wakes).
+pub fn mac_for(id: &str) -> String {
+    let b = id.as_bytes();
+    let hx = |i: usize| std::str::from_utf8(&b[i..i + 2]).unwrap_or("00");
+    format!("52:54:00:{}:{}:{}", hx(0), hx(2), hx(4))
+}
+
+/// Checks what the engine needs from the host; the error says what is missing.
+pub fn check_host(cfg: &VmConfig) -> Result<(), EngineError> {
+    if !nix::unistd::geteuid().is_root() {
+        return Err(unavailable("bhatti serve must run as root"));
+    }
+    if !cfg.qemu.is_file() {
+        return Err(unavailable(format!(
+            "QEMU not found at {} (apt install qemu-system-x86 qemu-utils)",
+            cfg.qemu.display()
+        )));
+    }
+    if !cfg.kernel.is_file() {
+        return Err(unavailable(format!(
+            "guest kernel not found at {} (apt install linux-image-cloud-amd64, or \
+             ./scripts/vm-kernel, and set vm.kernel)",
+            cfg.kernel.display()
+        )));
+    }
+    if !cfg.lohar.is_file() {
+        return Err(unavailable(format!(
+            "lohar binary not found at {}",
+            cfg.lohar.display()
+        )));
+    }
+    if !Path::new("/dev/net/tun").exists() {
+        return Err(unavailable("/dev/net/tun is missing (modprobe tun)"));
+    }
+    Ok(())
+}
+
+impl VmEngine {
+    /// Checks the host, builds (or reuses) the initramfs, sets up cgroups and its own
+    /// networking.
+    pub async fn new(cfg: VmConfig) -> Result<VmEngine, EngineError> {
+        check_host(&cfg)?;
+        let net = Network::start(cfg.net.clone())
+            .await
+            .map_err(|e| unavailable(format!("networking: {e}")))?;
+        Self::build(cfg, net, true).await
+    }
+
+    /// Like [`VmEngine::new`] but sharing a [`Network`] with other engines (one address pool
+    /// per bridge); the owner of the network reconciles it.
+    pub async fn with_network(cfg: VmConfig, net: Network) -> Result<VmEngine, EngineError> {
+        check_host(&cfg)?;
+        Self::build(cfg, net, false).await
+    }
+
+    async fn build(cfg: VmConfig, net: Network, own_net: bool) -> Result<VmEngine, EngineError> {
+        let accel = match cfg.accel {
+            Some(a) => a,
+            None if probe_kvm() => Accel::Kvm,
+            None => {
+                tracing::warn!(
+                    "vm engine: no usable KVM on this host; guests run under TCG software \
+                     emulation (slow: for testing, not production)"
+                );
+                Accel::Tcg
+            }
+        };
+        for d in [&cfg.sandboxes_dir, &cfg.cache_dir] {
+            std::fs::create_dir_all(d).map_err(|e| io(format!("create {}", d.display()), e))?;
+        }
+        let modules_dir = cfg
+            .modules_dir
+            .clone()
+            .or_else(|| modules_dir_for(&cfg.kernel))
+            .ok_or_else(|| {
+                unavailable("cannot tell the kernel's modules dir; set vm.modules_dir")
+            })?;
+        let (c, l, k, m) = (
+            cfg.cache_dir.clone(),
+            cfg.lohar.clone(),
+            cfg.kernel.clone(),
+            cfg.modules.clone(),
+        );
+        let initrd =
+            tokio::task::spawn_blocking(move || initramfs::ensure(&c, &l, &k, &modules_dir, &m))
+                .await
+                .map_err(|e| io("build initramfs", e))?
+                .map_err(|e| unavailable(format!("initramfs: {e}")))?;
+        let images = ImageStore::new(&cfg.images_dir).map_err(|e| io("create images dir", e))?;
+        let cgroups =
+            Cgroups::detect(&cfg.cgroup_parent).map_err(|e| unavailable(e.to_string()))?;
+        tracing::info!(accel = accel.as_str(), initrd = %initrd.display(), "vm engine ready");
+        Ok(VmEngine {
+            vmm: Arc::new(Qemu {
+                binary: cfg.qemu.clone(),
+            }),
+            cfg,
+            accel,
+            initrd,
+            images,
+            cgroups,
+            net,
+            own_net,
+            sandboxes: Mutex::new(HashMap::new()),
+            base_lock: tokio::sync::Mutex::new(()),
+            locks: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The accelerator guests run with.
+    pub fn accel(&self) -> Accel {
+        self.accel
+    }
+
+    /// The configuration it was started with.
+    pub fn config(&self) -> &VmConfig {
+        &self.cfg
+    }
+
+    /// The engine's record of a running VM.
+    pub fn meta(&self, engine_id: &str) -> Option<VmMeta> {
+        self.get(engine_id).map(|r| r.meta.clone())
+    }
+
+    /// QEMU's pid for a VM, if it runs.
+    pub fn qemu_pid(&self, engine_id: &str) -> Option<i32> {
+        self.vmm.pid(&self.dir(engine_id))
+    }
+
+    /// The cgroup QEMU runs in.
+    pub fn cgroup(&self, engine_id: &str) -> Option<Cgroup> {
+        self.get(engine_id).map(|r| r.cgroup.clone())
+    }
+
+    /// The gateway address of a user's subnet.
+    pub fn gateway(&self, subnet_index: u32) -> Ipv4Addr {
+        self.net.gateway(subnet_index)
+    }
+
+    fn dir(&self, engine_id: &str) -> PathBuf {
+        self.cfg.sandboxes_dir.join(engine_id)
+    }
+
+    fn get(&self, engine_id: &str) -> Option<Arc<Running>> {
+        self.sandboxes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(engine_id)
+            .cloned()
+    }
+
+    fn lock_for(&self, engine_id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.locks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(engine_id.to_string())
+            .or_default()
+            .clone()
+    }
+
+    fn endpoint(ip: Ipv4Addr, token: &str) -> AgentEndpoint {
+        AgentEndpoint::Tcp {
+            control: SocketAddr::from((ip, CONTROL_PORT)),
+            forward: SocketAddr::from((ip, FORWARD_PORT)),
+            token: Some(token.to_string()),
+        }
+    }
+
+    fn lohar_config(&self, spec: &SandboxSpec, ip: Ipv4Addr, gateway: Ipv4Addr) -> Vec<u8> {
+        let files: serde_json::Map<String, serde_json::Value> = spec
+            .files
+            .iter()
+            .map(|f| {
+                (
+                    f.path.clone(),
+                    serde_json::json!({
+                        "content": base64::engine::general_purpose::STANDARD.encode(&f.content),
+                        "mode": format!("{:04o}", f.mode),
+                    }),
+                )
+            })
+            .collect();
+        serde_json::json!({
+            "sandbox_id": spec.id,
+            "hostname": spec.name,
+            "token": spec.agent_token,
+            "env": spec.env,
+            "files": files,
+            "init": spec.init.clone().unwrap_or_default(),
+            "dns": self.cfg.dns,
+            "user": "lohar",
+            "network": {
+                "address": format!("{ip}/{}", crate::net::ipam::USER_PREFIX_LEN),
+                "gateway": gateway.to_string(),
+            },
+        })
+        .to_string()
+        .into_bytes()
+    }
+
+    fn cmdline(&self) -> String {
+        // No secrets here: the guest's /proc/cmdline is world-readable. `panic=-1` with
+        // `-no-reboot` turns a guest panic (lohar exiting) into QEMU exiting.
+        let mut c = String::from("panic=-1 quiet loglevel=1 i8042.noaux i8042.nokbd");
+        if self.cfg.console_log {
+            c.push_str(" console=ttyS0");
+        }
+        c
+    }
+
+    fn limits(&self, meta: &VmMeta) -> Limits {
+        let tb = if meta.accel == Accel::Tcg {
+            self.cfg.tcg_tb_mb
+        } else {
+            0
+        };
+        Limits {
+            cpus: meta.cpus,
+            memory_mb: meta.memory_mb + self.cfg.memory_overhead_mb + tb,
+            pids_max: 256,
+        }
+    }
+
+    fn launch_spec(&self, engine_id: &str, meta: &VmMeta, incoming: Option<PathBuf>) -> VmLaunch {
+        let dir = self.dir(engine_id);
+        VmLaunch {
+            accel: meta.accel,
+            vcpus: meta.vcpus,
+            memory_mb: meta.memory_mb,
+            kernel: self.cfg.kernel.clone(),
+            initrd: self.initrd.clone(),
+            cmdline: self.cmdline(),
+            root_disk: dir.join(OVERLAY),
+            config_disk: dir.join(CONFIG_DISK),
+            tap: crate::net::host_iface_name(&self.cfg.net.veth_prefix, engine_id),
+            mac: meta.mac.clone(),
+            console_log: self.cfg.console_log,
+            incoming,
+            runas: self.cfg.runas.clone(),
+            tcg_tb_mb: self.cfg.tcg_tb_mb,
+            dir,
+        }
+    }
+
+    fn save_meta(&self, engine_id: &str, meta: &VmMeta) -> std::io::Result<()> {
+        let dir = self.dir(engine_id);
+        let tmp = dir.join(format!("{META_FILE}.tmp"));
+        std::fs::write(
+            &tmp,
+            serde_json::to_vec_pretty(meta).map_err(std::io::Error::other)?,
+        )?;
+        std::fs::rename(tmp, dir.join(META_FILE))
+    }
+
+    fn load_meta(&self, engine_id: &str) -> Option<VmMeta> {
+        serde_json::from_slice(&std::fs::read(self.dir(engine_id).join(META_FILE)).ok()?).ok()
+    }
+
+    fn is_cold(&self, engine_id: &str) -> bool {
+        self.dir(engine_id).join(COLD_MARKER).exists()
+    }
+
+    async fn blocking<T: Send + 'static>(
+        step: &str,
+        f: impl FnOnce() -> Result<T, super::vmm::VmmError> + Send + 'static,
+    ) -> Result<T, EngineError> {
+        tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|e| io(step, e))?
+            .map_err(|e| io(step, e))
+    }
+
+    /// Boots a VM over its overlay: cgroup, TAP, config disk, QEMU, lohar. On error the caller
+    /// tears down.
+    async fn boot(
+        &self,
+        spec: &SandboxSpec,
+        mut meta: VmMeta,
+        want_ip: Option<Ipv4Addr>,
+    ) -> Result<Created, EngineError> {
+        let id = spec.id.clone();
+        let dir = self.dir(&id);
+        let cgroup = self
+            .cgroups
+            .create(&id, &self.limits(&meta))
+            .map_err(|e| io("create cgroup", e))?;
+        let att = self
+            .net
+            .attach_tap(spec.subnet_index, &id, want_ip)
+            .await
+            .map_err(|e| io("attach network", e))?;
+        meta.ip = att.ip;
+        disk::write_config_disk(
+            &dir.join(CONFIG_DISK),
+            &self.lohar_config(spec, att.ip, att.gateway),
+        )
+        .map_err(|e| io("write config disk", e))?;
+        let vm = self.launch_spec(&id, &meta, None);
+        let vmm = self.vmm.clone();
+        let pid = Self::blocking("start qemu", move || vmm.launch(&vm)).await?;
+        cgroup
+            .add_pid(pid)
+            .map_err(|e| io("move qemu into its cgroup", e))?;
+        let (vmm, d) = (self.vmm.clone(), dir.clone());
+        Self::blocking("start vcpus", move || vmm.resume(&d)).await?;
+        self.sandboxes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(
+                id.clone(),
+                Arc::new(Running {
+                    meta: meta.clone(),
+                    token: spec.agent_token.clone(),
+                    cgroup,
+                }),
+            );
+        let client = AgentClient::new(Self::endpoint(att.ip, &spec.agent_token));
+        if let Err(e) = client.wait_ready(self.cfg.ready_timeout).await {
+            self.sandboxes
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&id);
+            return Err(io("wait for lohar", e));
+        }
+        // lohar has read its config: the token and secrets need not stay on the host's disk.
+        if let Err(e) = disk::scrub_config_disk(&dir.join(CONFIG_DISK)) {
+            tracing::warn!(sandbox = %id, error = %e, "could not scrub the config disk");
+        }
+        if let Err(e) = self.save_meta(&id, &meta) {
+            tracing::warn!(sandbox = %id, error = %e, "could not persist VM state");
+        }
+        Ok(Created {
+            engine_id: id,
+            ip: Some(att.ip),
+            meta: serde_json::to_value(&meta).unwrap_or_default(),
+        })
+    }
+
+    /// Removes everything a VM holds; each step runs even if an earlier one failed.
+    async fn teardown(&self, engine_id: &str, subnet_index: Option<u32>, remove_dir: bool) {
+        let dir = self.dir(engine_id);
+        let (vmm, d) = (self.vmm.clone(), dir.clone());
+        let _ = tokio::task::spawn_blocking(move || vmm.kill(&d)).await;
+        if let Some(cg) = self.cgroups.open(engine_id) {
+            let _ = tokio::task::spawn_blocking(move || cg.destroy()).await;
+        }
+        if let Some(s) = subnet_index {
+            if let Err(e) = self.net.detach(s, engine_id).await {
+                tracing::warn!(sandbox = %engine_id, error = %e, "detach network failed");
+            }
+        }
+        if remove_dir {
+            let _ = tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            })
+            .await;
+        }
+    }
+
+    /// Cold: the VM's memory and device state go to `memory.snap` in its directory (verified),
+    /// then QEMU exits and its memory is freed. [`Engine::resume`] restores it.
+    pub async fn hibernate(&self, engine_id: &str) -> Result<(), EngineError> {
+        let lock = self.lock_for(engine_id);
+        let _g = lock.lock().await;
+        if self.get(engine_id).is_none() {
+            return Err(EngineError::NotFound(engine_id.into()));
+        }
+        if self.is_cold(engine_id) {
+            return Ok(());
+        }
+        let dir = self.dir(engine_id);
+        let (vmm, d) = (self.vmm.clone(), dir.clone());
+        Self::blocking("snapshot memory", move || {
+            vmm.snapshot(&d, &d.join(SNAPSHOT))?;
+            // The marker is written before QEMU goes: a crash in between leaves a cold VM
+            // whose snapshot is complete (verified above).
+            std::fs::write(d.join(COLD_MARKER), b"")?;
+            vmm.kill(&d);
+            Ok(())
+        })
+        .await
+    }
+
+    async fn wake_cold(&self, engine_id: &str, r: &Running) -> Result<(), EngineError> {
+        let dir = self.dir(engine_id);
+        let vm = self.launch_spec(engine_id, &r.meta, Some(dir.join(SNAPSHOT)));
+        let vmm = self.vmm.clone();
+        let pid = Self::blocking("restore memory", move || vmm.launch(&vm)).await?;
+        r.cgroup
+            .add_pid(pid)
+            .map_err(|e| io("move qemu into its cgroup", e))?;
+        let (vmm, d) = (self.vmm.clone(), dir.clone());
+        Self::blocking("resume vcpus", move || vmm.resume(&d)).await?;
+        let _ = std::fs::remove_file(dir.join(COLD_MARKER));
+        let _ = std::fs::remove_file(dir.join(SNAPSHOT));
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Engine for VmEngine {
+    fn name(&self) -> &'static str {
+        "vm"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            pause: true,
+            snapshot_memory: true,
+        }
+    }
+
+    async fn create(&self, spec: &SandboxSpec) -> Result<Created, EngineError> {
+        if !valid_key(&spec.id) {
+            return Err(io("create", format!("invalid sandbox id {:?}", spec.id)));
+        }
+        let rootfs = self.images.rootfs(&spec.image).map_err(|e| match e {
+            crate::image::ImageError::NotFound(n) => EngineError::ImageNotFound(n),
+            other => io("resolve image", other),
+        })?;
+        let dir = self.dir(&spec.id);
+        if dir.exists() {
+            return Err(io("create", format!("sandbox {} already exists", spec.id)));
+        }
+        let image_json = std::fs::read(self.images.root().join(&spec.image).join("image.json"))
+            .unwrap_or_default();
+        let base = {
+            let _g = self.base_lock.lock().await;
+            let (cache, image, size) = (
+                self.cfg.cache_dir.join("images"),
+                spec.image.clone(),
+                self.cfg.disk_size_mb,
+            );
+            tokio::task::spawn_blocking(move || {
+                disk::ensure_base(&cache, &image, &image_json, &rootfs, size)
+            })
+            .await
+            .map_err(|e| io("build base disk", e))?
+            .map_err(|e| io("build base disk", e))?
+        };
+        std::fs::create_dir_all(&dir).map_err(|e| io("create sandbox dir", e))?;
+        let _ = std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700));
+        let meta = VmMeta {
+            subnet_index: spec.subnet_index,
+            ip: Ipv4Addr::UNSPECIFIED,
+            mac: mac_for(&spec.id),
+            image: spec.image.clone(),
+            base: base.clone(),
+            vcpus: spec.cpus.ceil().max(1.0) as u32,
+            memory_mb: spec.memory_mb,
+            cpus: spec.cpus,
+            accel: self.accel,
+        };
+        let lock = self.lock_for(&spec.id);
+        let _g = lock.lock().await;
+        let r = async {
+            let overlay = dir.join(OVERLAY);
+            tokio::task::spawn_blocking(move || disk::create_overlay(&base, &overlay))
+                .await
+                .map_err(|e| io("create overlay", e))?
+                .map_err(|e| io("create overlay", e))?;
+            self.boot(spec, meta, None).await
+        }
+        .await;
+        if r.is_err() {
+            self.teardown(&spec.id, Some(spec.subnet_index), true).await;
+        }
+        r
+    }
+
+    async fn destroy(&self, engine_id: &str) -> Result<(), EngineError> {
+        let lock = self.lock_for(engine_id);
+        let _g = lock.lock().await;
+        let running = self
+            .sandboxes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(engine_id);
+        let subnet = running
+            .as_ref()
+            .map(|r| r.meta.subnet_index)
+            .or_else(|| self.load_meta(engine_id).map(|m| m.subnet_index));
+        self.teardown(engine_id, subnet, true).await;
+        self.locks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(engine_id);
+        Ok(())
+    }
+
+    async fn state(&self, engine_id: &str) -> Result<RunState, EngineError> {
+        if self.get(engine_id).is_none() {
+            return Ok(if self.dir(engine_id).is_dir() {
+                RunState::Stopped
+            } else {
+                RunState::Missing
+            });
+        }
+        if self.is_cold(engine_id) {
+            return Ok(RunState::Paused);
+        }
+        let (vmm, d) = (self.vmm.clone(), self.dir(engine_id));
+        let paused = tokio::task::spawn_blocking(move || vmm.paused(&d))
+            .await
+            .ok()
+            .flatten();
+        Ok(match paused {
+            None => RunState::Stopped,
+            Some(true) => RunState::Paused,
+            Some(false) => RunState::Running,
+        })
+    }
+
+    async fn pause(&self, engine_id: &str) -> Result<(), EngineError> {
+        let lock = self.lock_for(engine_id);
+        let _g = lock.lock().await;
+        if self.get(engine_id).is_none() {
+            return Err(EngineError::NotFound(engine_id.into()));
+        }
+        if self.is_cold(engine_id) {
+            return Ok(());
+        }
+        let (vmm, d) = (self.vmm.clone(), self.dir(engine_id));
+        Self::blocking("pause", move || vmm.pause(&d)).await
+    }
+
+    async fn resume(&self, engine_id: &str) -> Result<(), EngineError> {
+        let lock = self.lock_for(engine_id);
+        let _g = lock.lock().await;
+        let r = self
+            .get(engine_id)
+            .ok_or_else(|| EngineError::NotFound(engine_id.into()))?;
+        if self.is_cold(engine_id) {
+            return self.wake_cold(engine_id, &r).await;
+        }
+        let (vmm, d) = (self.vmm.clone(), self.dir(engine_id));
+        Self::blocking("resume", move || vmm.resume(&d)).await
+    }
+
+    async fn agent(&self, engine_id: &str) -> Result<AgentEndpoint, EngineError> {
+        let r = self
+            .get(engine_id)
+            .ok_or_else(|| EngineError::NotFound(engine_id.into()))?;
+        Ok(Self::endpoint(r.meta.ip, &r.token))
+    }
+
+    async fn stop(&self, engine_id: &str) -> Result<(), EngineError> {
+        let lock = self.lock_for(engine_id);
+        let _g = lock.lock().await;
+        let running = self
+            .sandboxes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(engine_id);
+        let dir = self.dir(engine_id);
+        if running.is_none() && !dir.is_dir() {
+            return Err(EngineError::NotFound(engine_id.into()));
+        }
+        let subnet = running
+            .as_ref()
+            .map(|r| r.meta.subnet_index)
+            .or_else(|| self.load_meta(engine_id).map(|m| m.subnet_index));
+        // QEMU, cgroup and TAP go; overlay and vm.json (its IP) stay for start.
+        let _ = std::fs::write(dir.join(STOPPED_MARKER), b"");
+        self.teardown(engine_id, subnet, false).await;
+        let _ = std::fs::remove_file(dir.join(SNAPSHOT));
+        let _ = std::fs::remove_file(dir.join(COLD_MARKER));
+        Ok(())
+    }
+
+    async fn start(&self, spec: &SandboxSpec) -> Result<Created, EngineError> {
+        let lock = self.lock_for(&spec.id);
+        let _g = lock.lock().await;
+        if self.qemu_pid(&spec.id).is_some() {
+            return Err(io("start", "sandbox is running"));
+        }
+        self.sandboxes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&spec.id);
+        let meta = self
+            .load_meta(&spec.id)
+            .ok_or_else(|| EngineError::NotFound(spec.id.clone()))?;
+        let want = Some(meta.ip);
+        let r = self.boot(spec, meta, want).await;
+        match &r {
+            Ok(_) => {
+                let _ = std::fs::remove_file(self.dir(&spec.id).join(STOPPED_MARKER));
+            }
+            Err(_) => {
+                self.teardown(&spec.id, Some(spec.subnet_index), false)
+                    .await
+            }
+        }
+        r
+    }
+
+    async fn usage(&self, engine_id: &str) -> Option<u64> {
+        self.get(engine_id)?.cgroup.cpu_usage_usec().ok()
+    }
+
+    async fn recover(
+        &self,
+        sandboxes: Vec<SandboxSpec>,
+    ) -> Vec<(String, Result<Created, EngineError>)> {
+        self.recover_all(sandboxes).await
+    }
+}
+
+impl VmEngine {
+    async fn recover_all(
+        &self,
+        sandboxes: Vec<SandboxSpec>,
+    ) -> Vec<(String, Result<Created, EngineError>)> {
+        let wanted: HashSet<String> = sandboxes.iter().map(|s| s.id.clone()).collect();
+        // A crashed daemon's leftovers: VM directories nobody asked for.
+        if let Ok(rd) = std::fs::read_dir(&self.cfg.sandboxes_dir) {
+            for e in rd.flatten() {
+                let id = e.file_name().to_string_lossy().into_owned();
+                if valid_key(&id) && !wanted.contains(&id) {
+                    let subnet = self.load_meta(&id).map(|m| m.subnet_index);
+                    tracing::info!(sandbox = %id, "removing orphaned VM");
+                    self.teardown(&id, subnet, true).await;
+                }
+            }
+        }
+        let mut live = Vec::new();
+        let mut adopt = Vec::new();
+        let mut cold = Vec::new();
+        let mut dead = Vec::new();
+        for spec in sandboxes {
+            let meta = self.load_meta(&spec.id);
+            let stopped = self.dir(&spec.id).join(STOPPED_MARKER).exists();
+            match meta {
+                Some(m) if self.vmm.pid(&self.dir(&spec.id)).is_some() => {
+                    live.push((m.subnet_index, spec.id.clone(), m.ip));
+                    adopt.push((spec, m));
+                }
+                Some(m) if self.is_cold(&spec.id) => cold.push((spec, m)),
+                Some(m) if stopped => dead.push((spec, Some(m), true)),
+                m => dead.push((spec, m, false)),
+            }
+        }
+        if self.own_net {
+            if let Err(e) = self.net.reconcile(&live).await {
+                tracing::warn!(error = %e, "network reconcile failed");
+            }
+        } else {
+            for (s, id, ip) in &live {
+                if let Err(e) = self.net.adopt(*s, id, *ip).await {
+                    tracing::warn!(sandbox = %id, error = %e, "reserving a live VM's address failed");
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for (spec, m) in adopt {
+            let cg = match self.cgroups.open(&spec.id) {
+                Some(c) => c,
+                None => match self.cgroups.create(&spec.id, &self.limits(&m)) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        out.push((spec.id.clone(), Err(io("recreate cgroup", e))));
+                        continue;
+                    }
+                },
+            };
+            if let Some(pid) = self.vmm.pid(&self.dir(&spec.id)) {
+                let _ = cg.add_pid(pid);
+            }
+            self.sandboxes
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(
+                    spec.id.clone(),
+                    Arc::new(Running {
+                        meta: m.clone(),
+                        token: spec.agent_token.clone(),
+                        cgroup: cg,
+                    }),
+                );
+            tracing::info!(sandbox = %spec.id, "re-attached to running VM");
+            out.push((
+                spec.id.clone(),
+                Ok(Created {
+                    engine_id: spec.id.clone(),
+                    ip: Some(m.ip),
+                    meta: serde_json::to_value(&m).unwrap_or_default(),
+                }),
+            ));
+        }
+        for (spec, m) in cold {
+            // A cold VM keeps its address; its TAP is (re)made now so the wake finds it.
+            let r = async {
+                let cg = self
+                    .cgroups
+                    .create(&spec.id, &self.limits(&m))
+                    .map_err(|e| io("create cgroup", e))?;
+                self.net
+                    .attach_tap(m.subnet_index, &spec.id, Some(m.ip))
+                    .await
+                    .map_err(|e| io("attach network", e))?;
+                self.sandboxes
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(
+                        spec.id.clone(),
+                        Arc::new(Running {
+                            meta: m.clone(),
+                            token: spec.agent_token.clone(),
+                            cgroup: cg,
+                        }),
+                    );
+                Ok(Created {
+                    engine_id: spec.id.clone(),
+                    ip: Some(m.ip),
+                    meta: serde_json::to_value(&m).unwrap_or_default(),
+                })
+            }
+            .await;
+            out.push((spec.id.clone(), r));
+        }
+        for (spec, m, stopped) in dead {
+            if stopped {
+                // Stays stopped; its directory is kept for `start`.
+                out.push((
+                    spec.id.clone(),
+                    Err(EngineError::NotSupported {
+                        engine: "vm",
+                        what: "recovering a stopped sandbox (start it)",
+                    }),
+                ));
+                continue;
+            }
+            let r = match m {
+                Some(m) => {
+                    let want = Some(m.ip);
+                    self.teardown(&spec.id, None, false).await;
+                    let r = self.boot(&spec, m, want).await;
+                    if r.is_err() {
+                        self.teardown(&spec.id, Some(spec.subnet_index), false)
+                            .await;
+                    }
+                    r
+                }
+                None => Err(EngineError::NotFound(spec.id.clone())),
+            };
+            out.push((spec.id.clone(), r));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn macs_and_keys() {
+        assert_eq!(mac_for("0123456789abcdef"), "52:54:00:01:23:45");
+        assert!(valid_key("0123456789abcdef"));
+        assert!(!valid_key("../x"));
+    }
+
+    #[test]
+    fn modules_dir_beside_kernel() {
+        let d = tempfile::tempdir().unwrap();
+        let m = d.path().join("lib/modules/6.1.0-9-cloud-amd64");
+        std::fs::create_dir_all(&m).unwrap();
+        std::fs::write(m.join("modules.dep"), "").unwrap();
+        let k = d.path().join("boot/vmlinuz-6.1.0-9-cloud-amd64");
+        assert_eq!(modules_dir_for(&k), Some(m));
+        assert_eq!(
+            modules_dir_for(Path::new("/boot/vmlinuz-6.1.0-1-amd64")),
+            Some(PathBuf::from("/lib/modules/6.1.0-1-amd64"))
+        );
+        assert_eq!(modules_dir_for(Path::new("/x/bzImage")), None);
+    }
+}
