@@ -31,13 +31,20 @@ pub struct Forwarded {
     pub host: Option<HeaderValue>,
 }
 
-/// 502 `{"error":"bad gateway: …"}`.
+/// Marks a response as the proxy's own failure (not the sandbox's answer), with the reason.
+#[derive(Debug, Clone)]
+pub struct ProxyFailure(pub String);
+
+/// 502 `{"error":"bad gateway: …"}`, marked with [`ProxyFailure`].
 pub fn bad_gateway(msg: impl std::fmt::Display) -> Response {
-    (
+    let msg = msg.to_string();
+    let mut r = (
         StatusCode::BAD_GATEWAY,
         Json(ErrorBody::new(format!("bad gateway: {msg}"))),
     )
-        .into_response()
+        .into_response();
+    r.extensions_mut().insert(ProxyFailure(msg));
+    r
 }
 
 /// Headers that describe one hop and are never forwarded (RFC 9110 §7.6.1), plus any the
@@ -86,16 +93,49 @@ fn upgrade_of(h: &HeaderMap) -> Option<HeaderValue> {
     }
 }
 
+/// Records `proxy.error` when `resp` is the proxy's own failure (the sandbox's own 502s are
+/// not events).
+pub fn record_failure(
+    st: &crate::state::AppState,
+    row: &crate::store::sandboxes::SandboxRow,
+    port: u16,
+    alias: Option<&str>,
+    resp: &Response,
+) {
+    if let Some(ProxyFailure(why)) = resp.extensions().get::<ProxyFailure>() {
+        st.record(crate::store::events::NewEvent::new(
+            "proxy.error",
+            &row.created_by,
+            &row.id,
+            serde_json::json!({"name": row.name, "port": port, "alias": alias, "error": why}),
+        ));
+    }
+}
+
 /// Sends `req` (rewritten to `path_and_query`, Host `localhost:<port>`) over `tunnel` and answers
 /// with the sandbox's response, streamed. `drop_headers` are removed from the request first
 /// (e.g. the bhatti API key).
 pub async fn forward(
     tunnel: BoxedStream,
     port: u16,
+    req: Request,
+    path_and_query: &str,
+    fwd: Forwarded,
+    drop_headers: &[HeaderName],
+) -> Response {
+    forward_held(tunnel, port, req, path_and_query, fwd, drop_headers, None).await
+}
+
+/// [`forward`], holding `busy` until the response body ends or an upgraded connection closes,
+/// so a sandbox serving a long stream or a WebSocket stays hot meanwhile.
+pub async fn forward_held(
+    tunnel: BoxedStream,
+    port: u16,
     mut req: Request,
     path_and_query: &str,
     fwd: Forwarded,
     drop_headers: &[HeaderName],
+    busy: Option<crate::thermal::Busy>,
 ) -> Response {
     let upgrade = upgrade_of(req.headers());
     let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
@@ -176,6 +216,7 @@ pub async fn forward(
                 }
             };
             relay(TokioIo::new(c), TokioIo::new(s)).await;
+            drop(busy);
         });
         let (mut p, _) = resp.into_parts();
         let up = p.headers.get(header::UPGRADE).cloned();
@@ -190,6 +231,10 @@ pub async fn forward(
 
     let (mut p, body) = resp.into_parts();
     strip_hop_by_hop(&mut p.headers);
+    let body = http_body_util::BodyExt::map_frame(body, move |f| {
+        let _held = &busy;
+        f
+    });
     Response::from_parts(p, Body::new(body))
 }
 

@@ -330,19 +330,22 @@ impl Public {
         let req = req.map(|b| Body::new(http_body_util::Limited::new(b, cap)));
         let port = rule.port;
         let target = target.to_string();
+        let busy = crate::thermal::busy(&self.st, &row.id);
         let work = async move {
             let tunnel = match agent.forward(port).await {
                 Ok(t) => t,
                 Err(e) => return proxy::bad_gateway(e),
             };
-            proxy::forward(tunnel, port, req, &target, fwd, &[]).await
+            proxy::forward_held(tunnel, port, req, &target, fwd, &[], Some(busy)).await
         };
         // The deadline covers reaching the sandbox and its response head; a streamed body
         // (SSE, downloads) and upgraded connections then live on their own.
-        match tokio::time::timeout(deadline, work).await {
+        let resp = match tokio::time::timeout(deadline, work).await {
             Ok(r) => r,
-            Err(_) => error(StatusCode::GATEWAY_TIMEOUT, "gateway timeout"),
-        }
+            Err(_) => proxy::bad_gateway("the sandbox did not answer in time"),
+        };
+        proxy::record_failure(&self.st, &row, port, Some(alias), &resp);
+        resp
     }
 }
 

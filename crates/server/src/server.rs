@@ -189,6 +189,16 @@ impl Server {
             Ok(_) => {}
             Err(e) => tracing::error!(error = %e, "sandbox recovery failed"),
         }
+        // After recovery: rules of sandboxes that are gone would hold their aliases forever.
+        match state
+            .store
+            .call(|c| crate::store::publish::delete_orphans(c))
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(rules = n, "removed publish rules of missing sandboxes"),
+            Err(e) => tracing::warn!(error = %e, "publish rule cleanup failed"),
+        }
         Ok(Server {
             listener,
             local_addr,

@@ -11,7 +11,6 @@ use crate::error::ApiError;
 use crate::extract::AuthUser;
 use crate::proxy::{self, Forwarded};
 use crate::service::proxy as svc;
-use crate::service::ServiceError;
 use crate::state::AppState;
 
 /// `(id, port, "/rest?query")` from the raw request URI (percent-encoding kept as sent).
@@ -54,10 +53,17 @@ pub async fn proxy(State(st): State<AppState>, AuthUser(user): AuthUser, req: Re
         Ok(p) => p,
         Err(e) => return ApiError::from(e).into_response(),
     };
-    let tunnel = match svc::tunnel(&st, &user, &id, port).await {
+    let (row, tunnel) = match svc::sandbox_tunnel(&st, &user, &id, port).await {
         Ok(t) => t,
-        Err(ServiceError::Agent(e)) => return proxy::bad_gateway(e),
         Err(e) => return ApiError::from(e).into_response(),
+    };
+    let tunnel = match tunnel {
+        Ok(t) => t,
+        Err(e) => {
+            let resp = proxy::bad_gateway(e);
+            proxy::record_failure(&st, &row, port, None, &resp);
+            return resp;
+        }
     };
     let fwd = Forwarded {
         client: req
@@ -67,7 +73,19 @@ pub async fn proxy(State(st): State<AppState>, AuthUser(user): AuthUser, req: Re
         proto: "http",
         host: req.headers().get(header::HOST).cloned(),
     };
-    proxy::forward(tunnel, port, req, &target, fwd, &[header::AUTHORIZATION]).await
+    let busy = crate::thermal::busy(&st, &row.id);
+    let resp = proxy::forward_held(
+        tunnel,
+        port,
+        req,
+        &target,
+        fwd,
+        &[header::AUTHORIZATION],
+        Some(busy),
+    )
+    .await;
+    proxy::record_failure(&st, &row, port, None, &resp);
+    resp
 }
 
 #[cfg(test)]

@@ -6,7 +6,9 @@ use bhatti_engine::agent::BoxedStream;
 use super::sandboxes;
 use super::ServiceError;
 use crate::state::AppState;
+use crate::store::sandboxes::SandboxRow;
 use crate::store::users::UserRow;
+use bhatti_engine::agent::AgentError;
 
 /// Parses a proxy port: 1–65535, else 400 `invalid port`.
 pub fn parse_port(s: &str) -> Result<u16, ServiceError> {
@@ -25,8 +27,20 @@ pub async fn tunnel(
     id_or_name: &str,
     port: u16,
 ) -> Result<BoxedStream, ServiceError> {
-    let (_row, agent) = sandboxes::agent(st, user, id_or_name).await?;
-    Ok(agent.forward(port).await?)
+    Ok(sandbox_tunnel(st, user, id_or_name, port).await?.1?)
+}
+
+/// The sandbox, and a tunnel to its port or why there is none (nothing listening, agent
+/// failure): the caller answers 502 and records it against the sandbox.
+pub async fn sandbox_tunnel(
+    st: &AppState,
+    user: &UserRow,
+    id_or_name: &str,
+    port: u16,
+) -> Result<(SandboxRow, Result<BoxedStream, AgentError>), ServiceError> {
+    let (row, agent) = sandboxes::agent(st, user, id_or_name).await?;
+    let tunnel = agent.forward(port).await;
+    Ok((row, tunnel))
 }
 
 #[cfg(test)]

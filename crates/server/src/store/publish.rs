@@ -95,6 +95,16 @@ pub fn by_alias(conn: &Connection, alias: &str) -> Result<Option<PublishRow>, St
         .optional()?)
 }
 
+/// Deletes rules whose sandbox is gone, so their aliases are free again; returns how many.
+/// (Rules of a sandbox in `unknown` stay: it is still listed, and destroying it removes them.)
+pub fn delete_orphans(conn: &Connection) -> Result<usize, StoreError> {
+    Ok(conn.execute(
+        "DELETE FROM publish_rules WHERE sandbox_id NOT IN \
+         (SELECT id FROM sandboxes WHERE status != 'destroyed')",
+        [],
+    )?)
+}
+
 /// Deletes one sandbox port's rule; returns whether one existed.
 pub fn delete(conn: &Connection, sandbox_id: &str, port: u16) -> Result<bool, StoreError> {
     Ok(conn.execute(

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use bhatti_server::public_proxy::DomainConfig;
 use bhatti_server::rate_limit::BucketConfig;
+use bhatti_server::store::{events, Store};
 use futures_util::{SinkExt, StreamExt};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -319,4 +320,85 @@ async fn public_proxy_path_and_host_modes_tls_ws_unpublish_rate_limits() {
         StatusCode::NOT_FOUND
     );
     app.stop().await;
+}
+
+#[tokio::test]
+async fn proxy_failures_are_events_and_orphan_rules_go_at_start() {
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let path_port = free_port();
+    let mut cfg = test_config(&dir);
+    cfg.public_proxy_listen = Some(format!("127.0.0.1:{path_port}"));
+    let engine = Arc::new(TestEngine::default());
+    let app = spawn_with(dir.clone(), cfg.clone(), engine.clone()).await;
+    let lohar = Lohar::start().await;
+    *app.engine.agent.lock().unwrap() = Some(lohar.endpoint.clone());
+    let alice = app.user("alice");
+    let (s, _) = app
+        .call(
+            Method::POST,
+            "/sandboxes",
+            Some(&alice),
+            Some(json!({"name": "dev"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    // Nothing listens on this port.
+    let dead = free_port();
+    let (s, r) = app
+        .call(
+            Method::POST,
+            "/sandboxes/dev/publish",
+            Some(&alice),
+            Some(json!({"port": dead, "alias": "dead"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{r}");
+    let http = reqwest::Client::new();
+    let r = http
+        .get(format!("http://127.0.0.1:{path_port}/dead/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_GATEWAY);
+    let (s, _) = app
+        .call(
+            Method::GET,
+            &format!("/sandboxes/dev/proxy/{dead}/"),
+            Some(&alice),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_GATEWAY);
+
+    let dir = app.stop().await;
+    let store = Store::open(&dir.path().join("data/state.db")).unwrap();
+    let ev = store.with(|c| events::by_type(c, "proxy.error")).unwrap();
+    assert_eq!(ev.len(), 2, "{ev:?}");
+    assert!(ev.iter().any(|e| e.2["alias"] == "dead"));
+    assert!(ev.iter().all(|e| e.2["port"] == dead));
+    // A rule whose sandbox is gone (as after a crash between the two deletes).
+    store
+        .with(|c| {
+            c.execute(
+                "INSERT INTO publish_rules (id, sandbox_id, user_id, port, alias, created_at) \
+                 VALUES ('pub_x', 'gone', 'u', 80, 'ghost', '2026-01-01T00:00:00Z')",
+                [],
+            )?;
+            Ok(())
+        })
+        .unwrap();
+    drop(store);
+    let app = spawn_with(dir.clone(), cfg, engine).await;
+    app.stop().await;
+    let store = Store::open(&dir.path().join("data/state.db")).unwrap();
+    let aliases: Vec<String> = store
+        .with(|c| {
+            let mut q = c.prepare("SELECT alias FROM publish_rules ORDER BY alias")?;
+            let v = q
+                .query_map([], |r| r.get(0))?
+                .collect::<Result<Vec<String>, _>>()?;
+            Ok(v)
+        })
+        .unwrap();
+    assert_eq!(aliases, ["dead"], "the orphan went, the live rule stayed");
 }

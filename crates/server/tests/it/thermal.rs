@@ -383,3 +383,31 @@ async fn a_quiet_running_exec_keeps_it_hot() {
     assert!(wait_thermal(&app, &key, "warm", Duration::from_secs(5)).await);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_proxied_websocket_keeps_it_hot_until_closed() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let (app, key, _eid, _l) = setup(true, json!({})).await;
+    let port = crate::proxy::upstream().await;
+    let url = format!("ws://{}/sandboxes/dev/proxy/{port}/ws", app.addr);
+    let mut req = url.into_client_request().unwrap();
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {key}").parse().unwrap());
+    let mut ws = tokio_tungstenite::connect_async(req).await.unwrap().0;
+    ws.send(Message::Text("hi".into())).await.unwrap();
+    assert!(ws.next().await.unwrap().is_ok());
+    // Silent for many idle periods: the open connection alone keeps the sandbox hot.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(thermal(&app, &key).await, "hot");
+    assert_eq!(app.engine.count("pause"), 0);
+    ws.close(None).await.unwrap();
+    drop(ws);
+    assert!(
+        wait_thermal(&app, &key, "warm", Duration::from_secs(5)).await,
+        "cools once the connection is gone"
+    );
+    app.stop().await;
+}
