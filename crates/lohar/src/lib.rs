@@ -11,6 +11,7 @@ pub mod config;
 pub mod exec;
 pub mod files;
 pub mod forward;
+pub mod fsops;
 pub mod server;
 
 mod agent;

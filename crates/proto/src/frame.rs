@@ -106,6 +106,22 @@ frame_types! {
     SystemctlReq = 0x60,
     /// in-guest only: systemctl shim response.
     SystemctlResp = 0x61,
+    // Protocol v2 additions (0x70–0x7f), used by the E2B facade. A v1 lohar answers them with
+    // "unexpected frame type", and never sends them.
+    /// guest→host: JSON [`crate::msg::ProcStarted`], the first frame of an exec whose request
+    /// set `report_pid` (v2).
+    ProcStarted = 0x70,
+    /// host→guest: `i32 signal number BE` for the exec's process group (v2).
+    Signal = 0x71,
+    /// host→guest: JSON [`crate::msg::FsRequest`] (v2).
+    FsReq = 0x72,
+    /// guest→host: JSON [`crate::msg::FsResponse`] (v2).
+    FsResp = 0x73,
+    /// host→guest: JSON [`crate::msg::WatchRequest`]; lohar then streams WATCH_EVENT frames
+    /// until the host closes the connection (v2).
+    WatchReq = 0x74,
+    /// guest→host: JSON [`crate::msg::WatchEvent`] (v2).
+    WatchEvent = 0x75,
 }
 
 impl std::fmt::Display for FrameType {
@@ -160,7 +176,7 @@ mod tests {
             assert!(seen.insert(t.code()), "duplicate code {t}");
             assert_eq!(FrameType::from_code(t.code()), *t);
         }
-        assert_eq!(FrameType::ALL.len(), 27);
+        assert_eq!(FrameType::ALL.len(), 33);
     }
 
     #[test]
@@ -174,5 +190,9 @@ mod tests {
         assert_eq!(FrameType::ActivityResp.code(), 0x41);
         assert_eq!(FrameType::FileLsResp.code(), 0x57);
         assert_eq!(FrameType::from_code(0x99), FrameType::Other(0x99));
+        // v2 additions live in their own range; v1 codes are unchanged above.
+        assert_eq!(FrameType::ProcStarted.code(), 0x70);
+        assert_eq!(FrameType::Signal.code(), 0x71);
+        assert_eq!(FrameType::WatchEvent.code(), 0x75);
     }
 }

@@ -146,6 +146,8 @@ pub struct ServerConfig {
     pub shutdown_grace_secs: u64,
     /// Thermal manager timings (hot → warm → cold).
     pub thermal: crate::thermal::ThermalConfig,
+    /// E2B-compatible facade (off unless `e2b.listen` is set).
+    pub e2b: crate::e2b::E2bConfig,
     /// CLI-side key, accepted (the file may be shared with the CLI) and ignored by the daemon.
     pub api_url: Option<String>,
     /// CLI-side key, accepted and ignored by the daemon.
@@ -171,6 +173,7 @@ impl Default for ServerConfig {
             max_body_bytes: 1024 * 1024,
             shutdown_grace_secs: 30,
             thermal: crate::thermal::ThermalConfig::default(),
+            e2b: crate::e2b::E2bConfig::default(),
             api_url: None,
             auth_token: None,
         }

@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod auth;
 pub mod config;
+pub mod e2b;
 pub mod error;
 pub mod extract;
 pub mod first_start;

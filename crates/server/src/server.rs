@@ -266,6 +266,9 @@ impl Server {
         let public = crate::public_proxy::spawn(state.clone())
             .await
             .map_err(|(addr, source)| ServerError::Bind { addr, source })?;
+        let e2b = crate::e2b::spawn(state.clone())
+            .await
+            .map_err(|(addr, source)| ServerError::Bind { addr, source })?;
         let app = routes::app(state);
         let (signalled_tx, mut signalled_rx) = watch::channel(false);
         let signal = async move {
@@ -296,6 +299,9 @@ impl Server {
         }
 
         public.stop();
+        if let Some(f) = e2b {
+            f.stop();
+        }
         let _ = stop_tx.send(true);
         // A tick in progress is cut short; a half-done pause is seen as warm at the next start.
         thermal.abort();

@@ -240,6 +240,36 @@ pub async fn ensure_hot(st: &AppState, row: &SandboxRow) -> Result<(), ServiceEr
     }
 }
 
+/// Pauses a running sandbox now (E2B's pause): it goes warm at once, whatever its activity,
+/// and stays so until an operation wakes it.
+pub async fn pause_now(st: &AppState, row: &SandboxRow) -> Result<(), ServiceError> {
+    if !st.engine.capabilities().pause {
+        return Err(ServiceError::Conflict(format!(
+            "the {} engine cannot pause sandboxes",
+            st.engine.name()
+        )));
+    }
+    let entry = st.thermal.entry(&row.id);
+    let _g = entry.gate.lock().await;
+    if lock(&entry).temp != Temp::Hot {
+        return Ok(());
+    }
+    st.engine.pause(&row.engine_id).await?;
+    {
+        let mut i = lock(&entry);
+        i.temp = Temp::Warm;
+        i.warm_since = Some(Instant::now());
+        i.reason = cold_reason(st);
+    }
+    st.record(NewEvent::new(
+        "thermal.pause",
+        &row.created_by,
+        &row.id,
+        json!({"name": row.name, "to": "warm", "reason": "requested"}),
+    ));
+    Ok(())
+}
+
 /// Runs ticks until `stop` turns true.
 pub async fn run(st: AppState, mut stop: watch::Receiver<bool>) {
     if !st.config.thermal.enabled {

@@ -8,11 +8,13 @@ mod channel;
 mod client;
 mod error;
 mod files;
+mod v2;
 
 pub use channel::{AgentChannel, AgentEvent, ChannelReader, ChannelWriter};
 pub use client::{AgentClient, ExecOutput, MAX_BUFFERED_OUTPUT, TRUNCATION_MARKER};
 pub use error::AgentError;
 pub use files::FileReader;
+pub use v2::WatchStream;
 
 /// Any byte stream to the agent.
 pub trait AgentStream:

@@ -41,3 +41,29 @@ pub async fn read_chunk(
 pub fn signal_group(pgid: i32, sig: nix::sys::signal::Signal) {
     let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), sig);
 }
+
+/// The signal of a v2 SIGNAL payload, if it is a valid one.
+pub fn parse_signal(payload: &[u8]) -> Option<nix::sys::signal::Signal> {
+    let n = bhatti_proto::msg::decode_signal(payload).ok()?;
+    nix::sys::signal::Signal::try_from(n).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signal_payloads() {
+        use bhatti_proto::msg::encode_signal;
+        assert_eq!(
+            parse_signal(&encode_signal(15)),
+            Some(nix::sys::signal::Signal::SIGTERM)
+        );
+        assert_eq!(
+            parse_signal(&encode_signal(9)),
+            Some(nix::sys::signal::Signal::SIGKILL)
+        );
+        assert_eq!(parse_signal(&encode_signal(0)), None);
+        assert_eq!(parse_signal(&[1, 2]), None);
+    }
+}

@@ -5,14 +5,16 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bhatti_proto::msg::ExecRequest;
+use bhatti_proto::msg::{ExecRequest, ProcStarted};
 use bhatti_proto::FrameType;
 use futures_util::StreamExt;
 use nix::sys::signal::Signal;
 use tokio::io::AsyncWriteExt;
 
 use super::spawn::{spawn_failure, Grouping};
-use super::{async_pipe_reader, async_pipe_writer, read_chunk, signal_group, READ_CHUNK};
+use super::{
+    async_pipe_reader, async_pipe_writer, parse_signal, read_chunk, signal_group, READ_CHUNK,
+};
 use crate::wire::{FrameReader, FrameWriter};
 use crate::Agent;
 
@@ -35,12 +37,22 @@ pub async fn run(agent: Arc<Agent>, req: ExecRequest, mut rd: FrameReader, wr: F
         Ok(c) => c,
         Err(e) => {
             let (code, msg) = spawn_failure(&req.argv[0], &e);
-            let _ = wr.send(FrameType::Stderr, msg.as_bytes()).await;
-            let _ = wr.exit(code).await;
+            if req.report_pid {
+                // v2 callers wait for PROC_STARTED: a start failure is an error, not a process.
+                let _ = wr.error(msg.trim_end()).await;
+            } else {
+                let _ = wr.send(FrameType::Stderr, msg.as_bytes()).await;
+                let _ = wr.exit(code).await;
+            }
             return;
         }
     };
     let pgid = child.id() as i32;
+    if req.report_pid {
+        let _ = wr
+            .send_json(FrameType::ProcStarted, &ProcStarted { pid: pgid })
+            .await;
+    }
     let stdout = child.stdout.take().map(OwnedFd::from);
     let stderr = child.stderr.take().map(OwnedFd::from);
     let stdin = child.stdin.take().map(OwnedFd::from);
@@ -63,6 +75,11 @@ pub async fn run(agent: Arc<Agent>, req: ExecRequest, mut rd: FrameReader, wr: F
                     }
                 }
                 FrameType::Kill => signal_group(pgid, Signal::SIGKILL),
+                FrameType::Signal => {
+                    if let Some(sig) = parse_signal(&frame.payload) {
+                        signal_group(pgid, sig);
+                    }
+                }
                 _ => {}
             }
         }

@@ -106,6 +106,11 @@ impl Session {
         self.lock().exit_code.is_none()
     }
 
+    /// The process (group) id.
+    pub fn pid(&self) -> i32 {
+        self.pgid
+    }
+
     /// Whether a client is attached.
     pub fn attached(&self) -> bool {
         self.lock().client.is_some()
@@ -505,6 +510,11 @@ async fn read_input(agent: Arc<Agent>, session: Arc<Session>, mut rd: FrameReade
                 }
             }
             FrameType::Kill => signal_group(session.pgid, Signal::SIGTERM),
+            FrameType::Signal => {
+                if let Some(sig) = super::parse_signal(&frame.payload) {
+                    signal_group(session.pgid, sig);
+                }
+            }
             _ => {}
         }
     }

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use bhatti_proto::io::read_frame;
 use bhatti_proto::msg::{
-    parse_json, ExecKillRequest, ExecRequest, FileReadRequest, FileWriteRequest, PathRequest,
+    parse_json, ExecKillRequest, ExecRequest, FileReadRequest, FileWriteRequest, FsRequest,
+    PathRequest, ProcStarted, WatchRequest,
 };
 use bhatti_proto::{Frame, FrameType};
 use futures_util::StreamExt;
@@ -13,7 +14,7 @@ use futures_util::StreamExt;
 use super::auth;
 use crate::exec::{detached, piped, session};
 use crate::wire::{split, BoxStream, FrameReader, FrameWriter};
-use crate::{files, forward, Agent};
+use crate::{files, forward, fsops, Agent};
 
 /// How long a connection may sit idle before sending its request frame.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -108,6 +109,22 @@ async fn dispatch(agent: Arc<Agent>, frame: Frame, mut rd: FrameReader, wr: Fram
                 Err(e) => wr.error(e).await,
             };
         }
+        FrameType::FsReq => {
+            let res = match parse_json::<FsRequest>(&frame) {
+                Ok(r) => fsops::handle(&agent, r).await.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            let _ = match res {
+                Ok(resp) => wr.send_json(FrameType::FsResp, &resp).await,
+                Err(e) => wr.error(e).await,
+            };
+        }
+        FrameType::WatchReq => match parse_json::<WatchRequest>(&frame) {
+            Ok(req) => fsops::watch(req, rd, &wr).await,
+            Err(e) => {
+                let _ = wr.error(e.to_string()).await;
+            }
+        },
         other => {
             let _ = wr
                 .error(format!("unexpected frame type 0x{:02x}", other.code()))
@@ -135,7 +152,14 @@ async fn exec(agent: Arc<Agent>, req: ExecRequest, rd: FrameReader, wr: FrameWri
         detached::run(agent, req, wr).await;
     } else if req.tty || req.session {
         match session::start(&agent, &req, None) {
-            Ok(s) => session::relay(agent.clone(), s, false, rd, wr).await,
+            Ok(s) => {
+                if req.report_pid {
+                    let _ = wr
+                        .send_json(FrameType::ProcStarted, &ProcStarted { pid: s.pid() })
+                        .await;
+                }
+                session::relay(agent.clone(), s, false, rd, wr).await
+            }
             Err(e) => {
                 let _ = wr.error(e.to_string()).await;
             }

@@ -43,6 +43,10 @@ pub struct ExecRequest {
     /// Start a non-TTY (piped) session with scrollback.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub session: bool,
+    /// v2: answer with PROC_STARTED `{pid}` before any output (piped execs and new sessions);
+    /// a process that cannot be started is then an ERROR frame.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub report_pid: bool,
 }
 
 impl ExecRequest {
@@ -77,6 +81,26 @@ pub struct SessionInfo {
     pub attached: bool,
     /// Unix seconds at creation.
     pub created_at: i64,
+}
+
+/// PROC_STARTED (v2): the pid of a process just started for this connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcStarted {
+    /// PID in the sandbox's PID namespace (also its process group id).
+    pub pid: i32,
+}
+
+/// SIGNAL payload (v2): `i32 BE`.
+pub fn encode_signal(sig: i32) -> [u8; 4] {
+    sig.to_be_bytes()
+}
+
+/// Parses a SIGNAL payload (exactly 4 bytes).
+pub fn decode_signal(p: &[u8]) -> Result<i32, ProtoError> {
+    let b: [u8; 4] = p
+        .try_into()
+        .map_err(|_| ProtoError::bad_payload("Signal", format!("{} bytes, want 4", p.len())))?;
+    Ok(i32::from_be_bytes(b))
 }
 
 /// EXEC_KILL.
@@ -166,6 +190,7 @@ mod tests {
             let w = WindowSize { rows, cols };
             prop_assert_eq!(decode_resize(&encode_resize(w)).unwrap(), w);
             prop_assert_eq!(decode_exit(&encode_exit(code)).unwrap(), code);
+            prop_assert_eq!(decode_signal(&encode_signal(code)).unwrap(), code);
         }
     }
 }

@@ -4,16 +4,18 @@ mod activity;
 mod exec;
 mod file;
 mod forward;
+mod fs;
 
 pub use activity::Activity;
 pub use exec::{
-    decode_exit, decode_resize, encode_exit, encode_resize, DetachReply, ExecKillRequest,
-    ExecRequest, SessionInfo, WindowSize,
+    decode_exit, decode_resize, decode_signal, encode_exit, encode_resize, encode_signal,
+    DetachReply, ExecKillRequest, ExecRequest, ProcStarted, SessionInfo, WindowSize,
 };
 pub use file::{
     FileInfo, FileReadRequest, FileReadResponse, FileWriteRequest, PathRequest, StatusResponse,
 };
 pub use forward::{FwdRequest, FwdResponse};
+pub use fs::{FsEntry, FsOp, FsRequest, FsResponse, WatchEvent, WatchRequest};
 
 use serde::{de::DeserializeOwned, Serialize};
 
