@@ -12,6 +12,7 @@ use bhatti_engine::agent::AgentClient;
 use bhatti_engine::net::NetConfig;
 use bhatti_engine::vm::{VmConfig, VmEngine};
 use bhatti_engine::{Engine, RunState, SandboxSpec};
+use bhatti_proto::msg::ExecRequest;
 use common::*;
 
 /// The guest kernel (`BHATTI_VM_KERNEL`, else scripts/vm-kernel unpacks Debian's cloud kernel).
@@ -206,5 +207,219 @@ vm_test!(
             RunState::Running
         );
         t.engine.destroy(&s.engine_id).await.unwrap();
+    }
+);
+
+async fn read_until(ch: &mut bhatti_engine::agent::AgentChannel, needle: &str) -> String {
+    use bhatti_engine::agent::AgentEvent;
+    let mut out = Vec::new();
+    let fut = async {
+        loop {
+            match ch.next_event().await.unwrap() {
+                Some(AgentEvent::Stdout(b)) => {
+                    out.extend_from_slice(&b);
+                    if String::from_utf8_lossy(&out).contains(needle) {
+                        return;
+                    }
+                }
+                Some(AgentEvent::Exit(c)) => panic!("exited ({c}) before {needle:?}"),
+                Some(_) => {}
+                None => panic!("closed before {needle:?}"),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), fut)
+        .await
+        .unwrap_or_else(|_| panic!("timeout waiting for {needle:?}"));
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+async fn session_id(ch: &mut bhatti_engine::agent::AgentChannel) -> String {
+    match ch.next_event().await.unwrap() {
+        Some(bhatti_engine::agent::AgentEvent::SessionInfo(i)) => i.session_id,
+        other => panic!("expected SessionInfo, got {other:?}"),
+    }
+}
+
+async fn count(s: &Sandbox) -> u64 {
+    stdout(&sh(s, "cat /tmp/count").await).parse().unwrap_or(0)
+}
+
+/// The counter in the background session still counts: it moves on within a few seconds.
+async fn assert_counting(s: &Sandbox, what: &str) {
+    let a = count(s).await;
+    let t0 = Instant::now();
+    loop {
+        let b = count(s).await;
+        if b > a {
+            return;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "{what}: counter stuck at {a}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+vm_test!(
+    warm_and_cold_wake_keep_processes_sessions_and_files,
+    || async {
+        let t = vm_engine().await;
+        let s = boot(&t, &spec("vm-thermal", "tiny", 1)).await;
+        let dir = t.dir.path().join("sandboxes").join(&s.engine_id);
+        // A detached TTY session with a marker in its scrollback, counting in the background.
+        let mut ch = s
+        .client
+        .exec_stream(&ExecRequest {
+            tty: true,
+            ..ExecRequest::command([
+                "/bin/sh",
+                "-c",
+                "echo scroll-$((6*7)); i=0; while :; do i=$((i+1)); echo $i > /tmp/count; sleep 0.2; done",
+            ])
+        })
+        .await
+        .unwrap();
+        let sid = session_id(&mut ch).await;
+        read_until(&mut ch, "scroll-42").await;
+        drop(ch);
+        assert_counting(&s, "before").await;
+        sh(&s, "echo kept > /workspace/keep.txt").await;
+
+        // Warm: vCPUs stopped, QEMU and its memory stay.
+        t.engine.pause(&s.engine_id).await.unwrap();
+        assert_eq!(
+            t.engine.state(&s.engine_id).await.unwrap(),
+            RunState::Paused
+        );
+        let t0 = Instant::now();
+        t.engine.resume(&s.engine_id).await.unwrap();
+        let warm_wake = t0.elapsed();
+        assert_counting(&s, "after warm").await;
+
+        // Cold: memory to disk, QEMU gone; wake restores it. Five cycles, each checked.
+        let mut cold_wakes = Vec::new();
+        for i in 0..5 {
+            sh(&s, &format!("echo {i} > /workspace/cycle-{i}")).await;
+            t.engine.hibernate(&s.engine_id).await.unwrap();
+            assert!(
+                t.engine.qemu_pid(&s.engine_id).is_none(),
+                "QEMU exits when cold"
+            );
+            assert!(dir.join("memory.snap").is_file());
+            assert_eq!(
+                t.engine.state(&s.engine_id).await.unwrap(),
+                RunState::Paused
+            );
+            let t0 = Instant::now();
+            t.engine.resume(&s.engine_id).await.unwrap();
+            let o = sh(&s, "cat /workspace/keep.txt").await;
+            cold_wakes.push(t0.elapsed());
+            assert_eq!(stdout(&o), "kept");
+            assert!(
+                !dir.join("memory.snap").exists(),
+                "snapshot removed after wake"
+            );
+            let o = sh(&s, "cat /workspace/cycle-*").await;
+            let want: Vec<String> = (0..=i).map(|k| k.to_string()).collect();
+            assert_eq!(stdout(&o).lines().collect::<Vec<_>>(), want, "cycle {i}");
+            assert_counting(&s, &format!("after cold wake {i}")).await;
+        }
+        eprintln!("warm wake {warm_wake:?}; cold wake → first exec {cold_wakes:?}");
+        // The detached session survived every cycle, scrollback and all.
+        let sessions = s.client.list_sessions().await.unwrap();
+        assert!(
+            sessions
+                .iter()
+                .any(|x| x.session_id == sid && x.running && !x.attached),
+            "{sessions:?}"
+        );
+        let mut ch = s
+            .client
+            .exec_stream(&ExecRequest {
+                session_id: Some(sid.clone()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(session_id(&mut ch).await, sid);
+        let out = read_until(&mut ch, "scroll-42").await;
+        assert!(out.starts_with("scroll-42"), "{out:?}");
+        drop(ch);
+
+        // Destroy removes QEMU, TAP, overlay, config disk and cgroup.
+        let pid = t.engine.qemu_pid(&s.engine_id).unwrap();
+        let tap = format!("bh-{}", &s.engine_id[..8]);
+        let cg = t.engine.cgroup(&s.engine_id).unwrap();
+        t.engine.destroy(&s.engine_id).await.unwrap();
+        assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
+        assert!(!dir.exists(), "sandbox dir (overlay, config disk) removed");
+        let links = std::process::Command::new("ip")
+            .args(["-o", "link"])
+            .output()
+            .unwrap();
+        assert!(!String::from_utf8_lossy(&links.stdout).contains(&tap));
+        assert!(cg.dirs().iter().all(|d| !d.exists()), "cgroup removed");
+        assert_eq!(
+            t.engine.state(&s.engine_id).await.unwrap(),
+            RunState::Missing
+        );
+    }
+);
+
+vm_test!(
+    daemon_restart_reattaches_running_and_cold_vms_and_sweeps_orphans,
+    || async {
+        let mut t = vm_engine().await;
+        let spec_a = spec("vm-live", "tiny", 1);
+        let spec_b = spec("vm-cold", "tiny", 1);
+        let spec_c = spec("vm-orphan", "tiny", 2);
+        let a = boot(&t, &spec_a).await;
+        sh(&a, "sleep 1000 > /dev/null 2>&1 &").await;
+        let sleeper = stdout(&sh(&a, "pidof sleep").await);
+        let b = boot(&t, &spec_b).await;
+        sh(&b, "echo cold-file > /workspace/f").await;
+        t.engine.hibernate(&b.engine_id).await.unwrap();
+        let c = boot(&t, &spec_c).await;
+        let qemu_a = t.engine.qemu_pid(&a.engine_id).unwrap();
+        let qemu_c = t.engine.qemu_pid(&c.engine_id).unwrap();
+
+        // The daemon dies without cleaning up (the engine value is simply gone); its VMs run on.
+        let cfg = t.engine.config().clone();
+        let old = std::mem::replace(&mut t.engine, Arc::new(VmEngine::new(cfg).await.unwrap()));
+        drop(old);
+        assert!(std::path::Path::new(&format!("/proc/{qemu_a}")).exists());
+        let mut results = t.engine.recover(vec![spec_a.clone(), spec_b.clone()]).await;
+        results.sort_by(|x, y| x.0.cmp(&y.0));
+        for (id, r) in &results {
+            assert!(r.is_ok(), "{id}: {r:?}");
+        }
+        // The running VM was adopted, not rebooted: same QEMU, same processes.
+        assert_eq!(t.engine.qemu_pid(&a.engine_id), Some(qemu_a));
+        let a = Sandbox {
+            client: AgentClient::new(t.engine.agent(&a.engine_id).await.unwrap()),
+            ..a
+        };
+        assert_eq!(stdout(&sh(&a, "pidof sleep").await), sleeper);
+        // The cold one wakes on demand with its files.
+        t.engine.resume(&b.engine_id).await.unwrap();
+        let b = Sandbox {
+            client: AgentClient::new(t.engine.agent(&b.engine_id).await.unwrap()),
+            ..b
+        };
+        assert_eq!(stdout(&sh(&b, "cat /workspace/f").await), "cold-file");
+        // The one nobody asked for is gone, QEMU and TAP included.
+        assert!(!std::path::Path::new(&format!("/proc/{qemu_c}")).exists());
+        assert!(!t.dir.path().join("sandboxes").join(&c.engine_id).exists());
+        let links = std::process::Command::new("ip")
+            .args(["-o", "link"])
+            .output()
+            .unwrap();
+        assert!(
+            !String::from_utf8_lossy(&links.stdout).contains(&format!("bh-{}", &c.engine_id[..8]))
+        );
+        t.engine.destroy(&a.engine_id).await.unwrap();
+        t.engine.destroy(&b.engine_id).await.unwrap();
     }
 );

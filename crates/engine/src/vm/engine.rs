@@ -848,10 +848,14 @@ impl VmEngine {
         for (spec, m) in cold {
             // A cold VM keeps its address; its TAP is (re)made now so the wake finds it.
             let r = async {
-                let cg = self
-                    .cgroups
-                    .create(&spec.id, &self.limits(&m))
-                    .map_err(|e| io("create cgroup", e))?;
+                // A cold VM's (empty) cgroup survives a daemon restart; a host reboot does not.
+                let cg = match self.cgroups.open(&spec.id) {
+                    Some(c) => c,
+                    None => self
+                        .cgroups
+                        .create(&spec.id, &self.limits(&m))
+                        .map_err(|e| io("create cgroup", e))?,
+                };
                 self.net
                     .attach_tap(m.subnet_index, &spec.id, Some(m.ip))
                     .await
