@@ -99,3 +99,18 @@ def test_unsupported_calls_fail_cleanly(sbx):
     assert "not" in str(ei.value).lower()
     with pytest.raises(Exception):
         Sandbox.create(template="no-such-template-image")
+
+
+def test_timeout_with_on_timeout_pause_pauses():
+    s = Sandbox.create(timeout=2, lifecycle={"on_timeout": "pause"})
+    try:
+        s.files.write("/tmp/auto.txt", "still here")
+        deadline = time.time() + 15
+        while Sandbox.get_info(s.sandbox_id).state != SandboxState.PAUSED and time.time() < deadline:
+            time.sleep(0.5)
+        assert Sandbox.get_info(s.sandbox_id).state == SandboxState.PAUSED
+        back = Sandbox.connect(s.sandbox_id, timeout=60)
+        assert Sandbox.get_info(s.sandbox_id).state == SandboxState.RUNNING
+        assert back.files.read("/tmp/auto.txt") == "still here"
+    finally:
+        Sandbox.kill(s.sandbox_id)

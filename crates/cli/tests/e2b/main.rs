@@ -119,3 +119,55 @@ fn which(program: &str) -> Option<PathBuf> {
             .find(|f| f.is_file())
     })
 }
+
+/// E2B state (metadata, timeout) is kept across a daemon restart, the sandbox's envd token
+/// still works, and the timeout still kills it.
+#[test]
+fn state_survives_daemon_restart() {
+    require_e2e!();
+    let Some(venv) = tool_dir("BHATTI_E2B_VENV") else {
+        return;
+    };
+    let mut d = daemon();
+    let py = venv.join("bin/python");
+    let create = "from e2b import Sandbox\n\
+                  s = Sandbox.create(timeout=120, metadata={'k': 'v'})\n\
+                  s.files.write('/tmp/x', 'y')\n\
+                  print(s.sandbox_id)\n";
+    let out = sdk_command(&d, &py).args(["-c", create]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    d.kill9();
+    d.spawn_daemon();
+    let check = format!(
+        "from e2b import Sandbox\n\
+         import time\n\
+         i = Sandbox.get_info('{id}')\n\
+         assert i.metadata == {{'k': 'v'}}, i.metadata\n\
+         left = i.end_at.timestamp() - time.time()\n\
+         assert 60 < left <= 121, left\n\
+         s = Sandbox.connect('{id}')\n\
+         assert s.files.read('/tmp/x') == 'y'\n\
+         s.set_timeout(1)\n"
+    );
+    let out = sdk_command(&d, &py).args(["-c", &check]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        d.log()
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !d.list().is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    assert_eq!(
+        d.list(),
+        Vec::<serde_json::Value>::new(),
+        "timeout did not kill it"
+    );
+}

@@ -168,12 +168,29 @@ async fn create_inner(st: &E2bState, headers: &HeaderMap, body: &[u8]) -> Result
     let timeout = timeout_of(st, req.get("timeout"))?;
     let metadata = string_map(req.get("metadata"), "metadata")?;
     let envs = string_map(req.get("envVars"), "envVars")?;
-    if req.get("volumeMounts").is_some_and(|v| !v.is_null()) {
+    for (key, what) in [
+        ("volumeMounts", "volume mounts"),
+        ("network", "network configuration"),
+        ("mcp", "MCP gateways"),
+        ("iam", "IAM settings"),
+    ] {
+        if req.get(key).is_some_and(|v| !v.is_null()) {
+            return Err(ApiErr(
+                StatusCode::NOT_IMPLEMENTED,
+                format!("{what} ({key}) are not supported by bhatti"),
+            ));
+        }
+    }
+    if req.get("allow_internet_access") == Some(&Value::Bool(false)) {
         return Err(ApiErr(
             StatusCode::NOT_IMPLEMENTED,
-            "volume mounts are not supported by bhatti".into(),
+            "allow_internet_access=false is not supported by bhatti (sandboxes have egress)".into(),
         ));
     }
+    let auto_pause = req
+        .get("autoPause")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
     let mut env = envs.clone();
     env.entry("HOME".into()).or_insert_with(|| tpl.home.clone());
     env.entry("USER".into()).or_insert_with(|| tpl.user.clone());
@@ -205,6 +222,8 @@ async fn create_inner(st: &E2bState, headers: &HeaderMap, body: &[u8]) -> Result
         &row.id,
         new_meta(template, tpl.clone(), metadata, envs, end),
     );
+    meta.auto_pause.store(auto_pause, Ordering::SeqCst);
+    st.save().await;
     // E2B code expects its user's home; it is created owned by the sandbox user.
     if let Ok((_, agent)) = svc::agent(&st.app, &user, &row.id).await {
         let req = bhatti_proto::msg::FsRequest {
@@ -343,6 +362,7 @@ async fn destroy(st: &E2bState, user: &UserRow, row: &SandboxRow) -> Result<(), 
     }
     svc::destroy(&st.app, user, &row.id).await?;
     st.forget(&row.id);
+    st.save().await;
     Ok(())
 }
 
@@ -363,6 +383,7 @@ async fn set_timeout(
         st.meta(&row)
             .end_at_ms
             .store(now_ms() + (t as i64) * 1000, Ordering::SeqCst);
+        st.save().await;
         Ok::<_, ApiErr>(())
     };
     match r.await {
@@ -390,6 +411,7 @@ async fn refresh(
         let cur = meta.end_at_ms.load(Ordering::SeqCst);
         if cur != 0 && cur < want {
             meta.end_at_ms.store(want, Ordering::SeqCst);
+            st.save().await;
         }
         Ok::<_, ApiErr>(())
     };
@@ -412,6 +434,9 @@ async fn pause(State(st): State<E2bState>, headers: HeaderMap, Path(id): Path<St
         }
         crate::thermal::pause_now(&st.app, &row).await?;
         meta.paused.store(true, Ordering::SeqCst);
+        // A paused sandbox does not time out; connect sets a new timeout.
+        meta.end_at_ms.store(0, Ordering::SeqCst);
+        st.save().await;
         Ok::<_, ApiErr>(())
     };
     match r.await {
@@ -447,6 +472,7 @@ async fn connect_inner(
     if was_paused || (cur != 0 && cur < want) {
         meta.end_at_ms.store(want, Ordering::SeqCst);
     }
+    st.save().await;
     let status = if was_paused {
         StatusCode::CREATED
     } else {
@@ -511,11 +537,32 @@ pub(super) async fn reap_expired(st: E2bState) {
                 })
                 .await;
             match found {
+                Ok(Some(user)) if meta.auto_pause.load(Ordering::SeqCst) => {
+                    let row = row_of(&st, &user, &id).await;
+                    match row {
+                        Ok(row) => match crate::thermal::pause_now(&st.app, &row).await {
+                            Ok(()) => {
+                                tracing::info!(sandbox = %id, "e2b: timeout reached; pausing sandbox (autoPause)");
+                                meta.paused.store(true, Ordering::SeqCst);
+                                meta.end_at_ms.store(0, Ordering::SeqCst);
+                            }
+                            Err(e) => {
+                                tracing::warn!(sandbox = %id, error = %e, "e2b: pause at timeout failed");
+                                meta.end_at_ms.store(now + 10_000, Ordering::SeqCst);
+                            }
+                        },
+                        Err(_) => st.forget(&id),
+                    }
+                    st.save().await;
+                }
                 Ok(Some(user)) => {
                     meta.procs.abort_all();
                     tracing::info!(sandbox = %id, "e2b: timeout reached; killing sandbox");
                     match svc::destroy(&st.app, &user, &id).await {
-                        Ok(()) | Err(crate::service::ServiceError::NotFound(_)) => st.forget(&id),
+                        Ok(()) | Err(crate::service::ServiceError::NotFound(_)) => {
+                            st.forget(&id);
+                            st.save().await;
+                        }
                         Err(e) => {
                             tracing::warn!(sandbox = %id, error = %e, "e2b: kill at timeout failed");
                             // Try again later rather than every half second.
@@ -523,7 +570,10 @@ pub(super) async fn reap_expired(st: E2bState) {
                         }
                     }
                 }
-                Ok(None) => st.forget(&id),
+                Ok(None) => {
+                    st.forget(&id);
+                    st.save().await;
+                }
                 Err(e) => tracing::warn!(error = %e, "e2b: reaper lookup failed"),
             }
         }

@@ -112,6 +112,8 @@ pub struct BoxMeta {
     pub end_at_ms: std::sync::atomic::AtomicI64,
     /// Paused by E2B (frozen until connect or another operation).
     pub paused: std::sync::atomic::AtomicBool,
+    /// At the timeout, pause instead of kill (E2B's `autoPause`).
+    pub auto_pause: std::sync::atomic::AtomicBool,
     /// E2B processes.
     pub procs: process::ProcTable,
     /// Polled directory watchers.
@@ -126,15 +128,98 @@ pub struct E2bState {
     /// Facade settings.
     pub cfg: Arc<E2bConfig>,
     boxes: Arc<Mutex<HashMap<String, Arc<BoxMeta>>>>,
+    /// `<data_dir>/e2b.json`: template, metadata, timeout and pause state survive restarts.
+    state_file: Arc<std::path::PathBuf>,
+    save_lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// What `e2b.json` keeps of one sandbox.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Saved {
+    template: String,
+    #[serde(default)]
+    metadata: BTreeMap<String, String>,
+    #[serde(default)]
+    end_at_ms: i64,
+    #[serde(default)]
+    paused: bool,
+    #[serde(default)]
+    auto_pause: bool,
 }
 
 impl E2bState {
     fn new(app: AppState) -> E2bState {
         let cfg = Arc::new(app.config.e2b.clone());
-        E2bState {
+        let state_file = Arc::new(app.config.data_dir.join("e2b.json"));
+        let st = E2bState {
             app,
             cfg,
             boxes: Arc::new(Mutex::new(HashMap::new())),
+            state_file,
+            save_lock: Arc::new(tokio::sync::Mutex::new(())),
+        };
+        st.load();
+        st
+    }
+
+    fn load(&self) {
+        let saved: HashMap<String, Saved> = match std::fs::read(&*self.state_file) {
+            Ok(b) => match serde_json::from_slice(&b) {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(error = %e, "e2b: ignoring unreadable e2b.json");
+                    return;
+                }
+            },
+            Err(_) => return,
+        };
+        let mut map = self.map();
+        for (id, s) in saved {
+            let m = new_meta(
+                s.template.clone(),
+                self.cfg.template(&s.template),
+                s.metadata,
+                BTreeMap::new(),
+                s.end_at_ms,
+            );
+            m.paused
+                .store(s.paused, std::sync::atomic::Ordering::SeqCst);
+            m.auto_pause
+                .store(s.auto_pause, std::sync::atomic::Ordering::SeqCst);
+            map.insert(id, Arc::new(m));
+        }
+    }
+
+    /// Writes the E2B state of every sandbox (atomically; failures are logged).
+    pub async fn save(&self) {
+        use std::sync::atomic::Ordering::SeqCst;
+        let _g = self.save_lock.lock().await;
+        let snapshot: BTreeMap<String, Saved> = self
+            .map()
+            .iter()
+            .map(|(id, m)| {
+                (
+                    id.clone(),
+                    Saved {
+                        template: m.template.clone(),
+                        metadata: m.metadata.clone(),
+                        end_at_ms: m.end_at_ms.load(SeqCst),
+                        paused: m.paused.load(SeqCst),
+                        auto_pause: m.auto_pause.load(SeqCst),
+                    },
+                )
+            })
+            .collect();
+        let path = self.state_file.clone();
+        let res = tokio::task::spawn_blocking(move || {
+            let tmp = path.with_extension("json.tmp");
+            let bytes = serde_json::to_vec_pretty(&snapshot).map_err(std::io::Error::other)?;
+            std::fs::write(&tmp, bytes)?;
+            std::fs::rename(&tmp, &*path)
+        })
+        .await;
+        if let Ok(Err(e)) | Err(e) = res.map_err(std::io::Error::other) {
+            tracing::warn!(error = %e, "e2b: could not write e2b.json");
         }
     }
 
@@ -191,6 +276,7 @@ fn new_meta(
         tpl,
         end_at_ms: std::sync::atomic::AtomicI64::new(end_at_ms),
         paused: std::sync::atomic::AtomicBool::new(false),
+        auto_pause: std::sync::atomic::AtomicBool::new(false),
         procs: process::ProcTable::default(),
         watchers: filesystem::Watchers::default(),
     }
@@ -396,9 +482,13 @@ impl Sbx {
         let (_, a) = crate::service::sandboxes::agent(&st.app, &self.user, &self.row.id)
             .await
             .map_err(rpc_of_service)?;
-        self.meta
+        if self
+            .meta
             .paused
-            .store(false, std::sync::atomic::Ordering::SeqCst);
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            st.save().await;
+        }
         Ok(a)
     }
 }
@@ -451,10 +541,14 @@ pub fn app(st: E2bState) -> Router {
         })
         .with_state(st.clone());
     let control = control::routes()
-        .fallback(|| async {
+        .fallback(|req: Request| async move {
             ApiErr(
-                StatusCode::NOT_FOUND,
-                "not found (this E2B endpoint is not provided by bhatti)".into(),
+                StatusCode::NOT_IMPLEMENTED,
+                format!(
+                    "{} {} is not supported by bhatti's E2B facade",
+                    req.method(),
+                    req.uri().path()
+                ),
             )
         })
         .with_state(st.clone());

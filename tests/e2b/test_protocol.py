@@ -1,0 +1,144 @@
+"""What the SDK's public API cannot reach, through envd's wire protocol directly (Connect,
+JSON codec): SIGTERM vs SIGKILL, lookup by tag, and clean errors for unsupported calls."""
+
+import base64
+import http.client
+import json
+import os
+import struct
+import threading
+import time
+import urllib.parse
+
+import pytest
+from e2b import CommandExitException
+
+
+def _conn():
+    u = urllib.parse.urlparse(os.environ["E2B_SANDBOX_URL"])
+    return http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+
+
+def _headers(sbx, content_type):
+    return {
+        "Content-Type": content_type,
+        "E2b-Sandbox-Id": sbx.sandbox_id,
+        "E2b-Sandbox-Port": "49983",
+        "X-Access-Token": sbx._envd_access_token,
+    }
+
+
+def unary(sbx, path, body):
+    c = _conn()
+    c.request("POST", path, json.dumps(body), _headers(sbx, "application/json"))
+    r = c.getresponse()
+    data = r.read()
+    return r.status, json.loads(data) if data else None
+
+
+def stream(sbx, path, body):
+    """Sends one enveloped message; yields the response messages (the last one is the
+    end-of-stream JSON)."""
+    c = _conn()
+    payload = json.dumps(body).encode()
+    c.request("POST", path, struct.pack(">BI", 0, len(payload)) + payload,
+              _headers(sbx, "application/connect+json"))
+    r = c.getresponse()
+    assert r.status == 200
+    while True:
+        head = r.read(5)
+        if len(head) < 5:
+            return
+        flags, n = struct.unpack(">BI", head)
+        yield flags, json.loads(r.read(n))
+        if flags & 2:
+            return
+
+
+def test_sigterm_is_not_sigkill(sbx):
+    h = sbx.commands.run(
+        "trap 'echo got-term; exit 7' TERM; while true; do sleep 0.1; done", background=True
+    )
+    time.sleep(0.5)
+    status, _ = unary(sbx, "/process.Process/SendSignal",
+                      {"process": {"pid": h.pid}, "signal": "SIGNAL_SIGTERM"})
+    assert status == 200
+    with pytest.raises(CommandExitException) as ei:
+        h.wait()
+    assert ei.value.exit_code == 7
+    assert "got-term" in ei.value.stdout
+
+
+def test_start_with_tag_list_and_connect_by_tag(sbx):
+    events = []
+
+    def run():
+        for flags, msg in stream(sbx, "/process.Process/Start", {
+            "process": {"cmd": "/bin/sh", "args": ["-c", "sleep 1; echo tagged-out"]},
+            "tag": "my-tag",
+        }):
+            events.append((flags, msg))
+
+    t = threading.Thread(target=run)
+    t.start()
+    deadline = time.time() + 5
+    procs = []
+    while time.time() < deadline:
+        _, body = unary(sbx, "/process.Process/List", {})
+        procs = [p for p in body["processes"] if p.get("tag") == "my-tag"]
+        if procs:
+            break
+        time.sleep(0.1)
+    assert procs and procs[0]["config"]["cmd"] == "/bin/sh"
+    attached = list(stream(sbx, "/process.Process/Connect", {"process": {"tag": "my-tag"}}))
+    t.join(10)
+    out = b"".join(
+        base64.b64decode(m["event"]["data"]["stdout"])
+        for _, m in attached if "data" in m.get("event", {})
+    )
+    assert out == b"tagged-out\n"
+    assert attached[-1] == (2, {})
+    assert any("end" in m.get("event", {}) for _, m in events)
+
+
+def test_errors_are_connect_errors(sbx):
+    status, body = unary(sbx, "/filesystem.Filesystem/Stat", {"path": "/no/such"})
+    assert status == 404 and body["code"] == "not_found"
+    status, body = unary(sbx, "/process.Process/SendSignal",
+                         {"process": {"pid": 999999}, "signal": "SIGNAL_SIGKILL"})
+    assert status == 404 and body["code"] == "not_found"
+    status, body = unary(sbx, "/process.Process/StreamInput", {})
+    assert status == 501 and body["code"] == "unimplemented"
+    status, body = unary(sbx, "/nope.Service/Method", {})
+    assert status == 501 and body["code"] == "unimplemented"
+    # A stream's error arrives in its end-of-stream message.
+    msgs = list(stream(sbx, "/process.Process/Connect", {"process": {"pid": 999999}}))
+    assert msgs[-1][0] & 2 and msgs[-1][1]["error"]["code"] == "not_found"
+
+
+def test_bad_token_is_refused(sbx):
+    c = _conn()
+    h = _headers(sbx, "application/json")
+    h["X-Access-Token"] = "wrong"
+    c.request("POST", "/filesystem.Filesystem/ListDir", json.dumps({"path": "/"}), h)
+    r = c.getresponse()
+    assert r.status == 401
+    assert json.loads(r.read())["code"] == "unauthenticated"
+
+
+def test_control_plane_errors_are_e2b_style():
+    c = _conn()
+    key = os.environ["E2B_API_KEY"]
+    for method, path, want in [
+        ("GET", "/sandboxes/ffffffffffffffff", 404),
+        ("GET", "/sandboxes/ffffffffffffffff/metrics", 501),
+        ("POST", "/templates", 501),
+    ]:
+        c.request(method, path, headers={"X-API-KEY": key})
+        r = c.getresponse()
+        body = json.loads(r.read())
+        assert r.status == want, (path, r.status, body)
+        assert body["code"] == want and body["message"]
+    c.request("GET", "/v2/sandboxes", headers={"X-API-KEY": "bad"})
+    r = c.getresponse()
+    assert r.status == 401 and json.loads(r.read())["code"] == 401
