@@ -9,10 +9,12 @@ pub mod error;
 pub mod image;
 pub mod namespace;
 pub mod net;
+pub mod router;
 pub mod spec;
 pub mod vm;
 
 pub use error::EngineError;
+pub use router::Router;
 pub use spec::{AgentEndpoint, Capabilities, Created, RunState, SandboxSpec, SpecFile};
 
 use async_trait::async_trait;
@@ -29,6 +31,12 @@ pub trait Engine: Send + Sync + 'static {
     /// What this engine can do beyond create/destroy; the server asks instead of assuming.
     fn capabilities(&self) -> Capabilities;
 
+    /// Every engine behind this one with its capabilities (a [`Router`] has several); a
+    /// sandbox's engine is one of these names.
+    fn engines(&self) -> Vec<(&'static str, Capabilities)> {
+        vec![(self.name(), self.capabilities())]
+    }
+
     /// Creates and boots a sandbox; returns only once its lohar answers.
     async fn create(&self, spec: &SandboxSpec) -> Result<Created, EngineError>;
 
@@ -43,6 +51,15 @@ pub trait Engine: Send + Sync + 'static {
 
     /// Thaws a paused sandbox.
     async fn resume(&self, engine_id: &str) -> Result<(), EngineError>;
+
+    /// Saves a paused sandbox's memory to disk and releases it (cold); [`Engine::resume`]
+    /// brings it back with its processes. Requires `capabilities().snapshot_memory`.
+    async fn snapshot(&self, _engine_id: &str) -> Result<(), EngineError> {
+        Err(EngineError::NotSupported {
+            engine: self.name(),
+            what: "memory snapshots",
+        })
+    }
 
     /// Where and how to reach the sandbox's lohar.
     async fn agent(&self, engine_id: &str) -> Result<AgentEndpoint, EngineError>;

@@ -89,7 +89,7 @@ fn vm_config(dir: &Path, cgroup_parent: &str) -> VmConfig {
         disk_size_mb: 1024,
         memory_overhead_mb: 256,
         tcg_tb_mb: 64,
-        runas: None,
+        runas: Some("nobody".into()),
         console_log: std::env::var_os("BHATTI_VM_CONSOLE").is_some(),
         cgroup_parent: cgroup_parent.to_string(),
         net: NetConfig::default(),
@@ -150,6 +150,8 @@ vm_test!(
     || async {
         let t = vm_engine().await;
         let mut sp = spec("vm-box", "tiny", 1);
+        sp.cpus = 1.5;
+        sp.memory_mb = 384;
         sp.env.insert("API_KEY".into(), "sk-vm".into());
         sp.files.push(bhatti_engine::SpecFile {
             path: "/workspace/hello.txt".into(),
@@ -206,6 +208,62 @@ vm_test!(
             t.engine.state(&s.engine_id).await.unwrap(),
             RunState::Running
         );
+        // Limits: vCPUs and RAM as asked; QEMU unprivileged, seccomp-filtered, in a cgroup
+        // capped at guest RAM + overhead (+ the TCG translation cache).
+        let o = sh(&s, "nproc; grep MemTotal /proc/meminfo").await;
+        let out = stdout(&o);
+        let mut l = out.lines();
+        assert_eq!(l.next(), Some("2"), "{out}");
+        let kb: u64 = l
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(
+            (300_000..=384 * 1024).contains(&kb),
+            "MemTotal {kb} kB for 384 MiB"
+        );
+        let pid = t.engine.qemu_pid(&s.engine_id).unwrap();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        assert!(
+            status.contains("Uid:\t65534\t65534\t65534\t65534"),
+            "{status}"
+        );
+        assert!(status.contains("CapEff:\t0000000000000000"), "{status}");
+        assert!(status.contains("Seccomp:\t2"), "{status}");
+        let cg = t.engine.cgroup(&s.engine_id).unwrap();
+        assert!(cg.pids().unwrap().contains(&pid));
+        let mem_dir = cg
+            .dirs()
+            .into_iter()
+            .find(|d| d.join("memory.max").exists() || d.join("memory.limit_in_bytes").exists())
+            .unwrap();
+        let limit: u64 = std::fs::read_to_string(mem_dir.join("memory.max"))
+            .or_else(|_| std::fs::read_to_string(mem_dir.join("memory.limit_in_bytes")))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert_eq!(limit, (384 + 256 + 64) << 20);
+
+        // stop/start: QEMU goes, the overlay stays; start boots it again with its files.
+        sh(&s, "echo persisted > /workspace/p.txt; sync").await;
+        t.engine.stop(&s.engine_id).await.unwrap();
+        assert!(t.engine.qemu_pid(&s.engine_id).is_none());
+        assert_eq!(
+            t.engine.state(&s.engine_id).await.unwrap(),
+            RunState::Stopped
+        );
+        let c = t.engine.start(&sp).await.expect("start");
+        assert_eq!(c.ip, Some(s.ip), "keeps its address");
+        let s = Sandbox {
+            client: AgentClient::new(t.engine.agent(&s.engine_id).await.unwrap()),
+            ..s
+        };
+        assert_eq!(stdout(&sh(&s, "cat /workspace/p.txt").await), "persisted");
         t.engine.destroy(&s.engine_id).await.unwrap();
     }
 );

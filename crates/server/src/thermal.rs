@@ -2,8 +2,10 @@
 //!
 //! - **hot**: processes run.
 //! - **warm**: every process frozen (cgroup freezer); costs no CPU, keeps its memory.
-//! - **cold**: memory snapshotted to disk. Only engines with `capabilities().snapshot_memory`
-//!   can go there; on the others a warm sandbox stays warm and its `thermal_reason` says why.
+//! - **cold**: memory snapshotted to disk (`Engine::snapshot`) after `thermal.cold_after_ms`
+//!   warm; the engine process holding it is gone, a wake restores it (`Engine::resume`). Only
+//!   engines with `capabilities().snapshot_memory` (the vm engine) go there; on the others a
+//!   warm sandbox stays warm and its `thermal_reason` says why.
 //!
 //! A loop ticks every `thermal.tick_ms`. A hot sandbox goes warm when, for `thermal.warm_after_ms`:
 //! no host-side API operation touched it, its lohar reports no activity and no attached session,
@@ -202,9 +204,10 @@ pub async fn ensure_hot(st: &AppState, row: &SandboxRow) -> Result<(), ServiceEr
     let timeout = Duration::from_millis(st.config.thermal.wake_timeout_ms);
     let woke = tokio::time::timeout(timeout, async {
         let _g = entry.gate.lock().await;
-        if lock(&entry).temp == Temp::Hot {
+        let from = lock(&entry).temp;
+        if from == Temp::Hot {
             // Another request woke it while we waited.
-            return Ok(false);
+            return Ok(None);
         }
         st.engine.resume(&row.engine_id).await?;
         let mut i = lock(&entry);
@@ -213,21 +216,21 @@ pub async fn ensure_hot(st: &AppState, row: &SandboxRow) -> Result<(), ServiceEr
         i.last_cpu = None;
         i.warm_since = None;
         i.reason = None;
-        Ok::<_, bhatti_engine::EngineError>(true)
+        Ok::<_, bhatti_engine::EngineError>(Some(from))
     })
     .await;
     match woke {
-        Ok(Ok(true)) => {
-            tracing::debug!(sandbox = %row.id, "woke");
+        Ok(Ok(Some(from))) => {
+            tracing::debug!(sandbox = %row.id, from = from.as_str(), "woke");
             st.record(NewEvent::new(
                 "thermal.wake",
                 &row.created_by,
                 &row.id,
-                json!({"name": row.name, "from": "warm"}),
+                json!({"name": row.name, "from": from.as_str()}),
             ));
             Ok(())
         }
-        Ok(Ok(false)) => Ok(()),
+        Ok(Ok(None)) => Ok(()),
         Ok(Err(e)) => Err(ServiceError::WakeFailed(format!(
             "sandbox {:?} could not be woken: {e}",
             row.name
@@ -340,8 +343,7 @@ async fn check(st: &AppState, row: &SandboxRow) -> Result<(), ServiceError> {
             if st.engine.capabilities().snapshot_memory
                 && warm_for.is_some_and(|d| d >= Duration::from_millis(cfg.cold_after_ms))
             {
-                // No engine snapshots memory yet; this is where warm → cold would go.
-                tracing::debug!(sandbox = %row.id, "would go cold");
+                cool(st, row, &entry).await?;
             }
             return Ok(());
         }
@@ -405,6 +407,30 @@ async fn check(st: &AppState, row: &SandboxRow) -> Result<(), ServiceError> {
         }
     }
     pause(st, row, &entry, idle).await
+}
+
+/// Warm → cold: the engine writes the sandbox's memory to disk and releases it.
+async fn cool(st: &AppState, row: &SandboxRow, entry: &Entry) -> Result<(), ServiceError> {
+    let _g = entry.gate.lock().await;
+    if lock(entry).temp != Temp::Warm || busy_now(entry) {
+        return Ok(());
+    }
+    let t0 = Instant::now();
+    st.engine.snapshot(&row.engine_id).await?;
+    let warm_s = {
+        let mut i = lock(entry);
+        i.temp = Temp::Cold;
+        i.reason = None;
+        i.warm_since.map(|t| t.elapsed().as_secs()).unwrap_or(0)
+    };
+    tracing::debug!(sandbox = %row.id, took = ?t0.elapsed(), "snapshotted (cold)");
+    st.record(NewEvent::new(
+        "thermal.cool",
+        &row.created_by,
+        &row.id,
+        json!({"name": row.name, "to": "cold", "warm_s": warm_s}),
+    ));
+    Ok(())
 }
 
 fn cold_reason(st: &AppState) -> Option<String> {

@@ -93,7 +93,8 @@ fn details(e: &EventRecord) -> String {
     let s = |k: &str| m.get(k).and_then(|v| v.as_str()).unwrap_or("").to_string();
     match e.kind.as_str() {
         "thermal.pause" => format!("{} → warm (idle {}s)", s("name"), m["idle_s"]),
-        "thermal.wake" => format!("{} → hot", s("name")),
+        "thermal.cool" => format!("{} → cold (warm {}s)", s("name"), m["warm_s"]),
+        "thermal.wake" => format!("{} → hot (from {})", s("name"), s("from")),
         "sandbox.destroyed" => format!("{} (lived {}s)", s("name"), m["lifetime_s"]),
         "auth.failed" => format!("from {}", s("ip")),
         k if k.starts_with("sandbox.") => s("name"),

@@ -98,6 +98,10 @@ pub struct VmMeta {
     pub cpus: f64,
     /// Accelerator it runs with.
     pub accel: Accel,
+    /// Kernel it booted (a cold wake must use the same).
+    pub kernel: PathBuf,
+    /// Initramfs it booted.
+    pub initrd: PathBuf,
 }
 
 struct Running {
@@ -383,8 +387,8 @@ impl VmEngine {
             accel: meta.accel,
             vcpus: meta.vcpus,
             memory_mb: meta.memory_mb,
-            kernel: self.cfg.kernel.clone(),
-            initrd: self.initrd.clone(),
+            kernel: meta.kernel.clone(),
+            initrd: meta.initrd.clone(),
             cmdline: self.cmdline(),
             root_disk: dir.join(OVERLAY),
             config_disk: dir.join(CONFIG_DISK),
@@ -436,6 +440,10 @@ impl VmEngine {
     ) -> Result<Created, EngineError> {
         let id = spec.id.clone();
         let dir = self.dir(&id);
+        // A fresh boot takes this daemon's kernel and initramfs (a start after an upgrade gets
+        // the new lohar).
+        meta.kernel = self.cfg.kernel.clone();
+        meta.initrd = self.initrd.clone();
         let cgroup = self
             .cgroups
             .create(&id, &self.limits(&meta))
@@ -607,6 +615,8 @@ impl Engine for VmEngine {
             memory_mb: spec.memory_mb,
             cpus: spec.cpus,
             accel: self.accel,
+            kernel: self.cfg.kernel.clone(),
+            initrd: self.initrd.clone(),
         };
         let lock = self.lock_for(&spec.id);
         let _g = lock.lock().await;
@@ -699,6 +709,10 @@ impl Engine for VmEngine {
             .get(engine_id)
             .ok_or_else(|| EngineError::NotFound(engine_id.into()))?;
         Ok(Self::endpoint(r.meta.ip, &r.token))
+    }
+
+    async fn snapshot(&self, engine_id: &str) -> Result<(), EngineError> {
+        self.hibernate(engine_id).await
     }
 
     async fn stop(&self, engine_id: &str) -> Result<(), EngineError> {

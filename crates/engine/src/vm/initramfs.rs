@@ -225,15 +225,8 @@ pub fn ensure(
     write_cpio(&mut buf, &entries).map_err(io("write", &tmp))?;
     std::fs::write(&tmp, &buf).map_err(io("write", &tmp))?;
     std::fs::rename(&tmp, &path).map_err(io("rename", &path))?;
-    // Older initramfs files (of a previous lohar or kernel) are dead weight.
-    if let Ok(rd) = std::fs::read_dir(cache_dir) {
-        for e in rd.flatten() {
-            let n = e.file_name().to_string_lossy().into_owned();
-            if n.starts_with("initramfs-") && e.path() != path {
-                let _ = std::fs::remove_file(e.path());
-            }
-        }
-    }
+    // Older initramfs files are kept: a cold VM restores with the kernel and initramfs it
+    // booted with (QEMU loads them again, and the memory image must match).
     tracing::info!(path = %path.display(), modules = files.len(), "built VM initramfs");
     Ok(path)
 }

@@ -194,12 +194,16 @@ impl Qemu {
         push(&["-kernel", &vm.kernel.display().to_string()]);
         push(&["-initrd", &vm.initrd.display().to_string()]);
         push(&["-append", &vm.cmdline]);
+        // The overlay comes in as an fd set (one read-write, one read-only descriptor): QEMU
+        // reopens it when migration (de)activates the disk, after -runas has dropped the
+        // rights to open it by path.
         push(&[
+            "-add-fd",
+            &format!("fd={ROOT_FD_RW},set=1,opaque=rw"),
+            "-add-fd",
+            &format!("fd={ROOT_FD_RO},set=1,opaque=ro"),
             "-drive",
-            &format!(
-                "file={},if=none,id=root,format=qcow2,cache=writeback,discard=unmap",
-                vm.root_disk.display()
-            ),
+            "file=/dev/fdset/1,if=none,id=root,format=qcow2,cache=writeback,discard=unmap",
             "-device",
             "virtio-blk-pci,drive=root,serial=bhatti-root",
         ]);
@@ -225,12 +229,20 @@ impl Qemu {
         }
         push(&["-qmp", &format!("unix:{},server=on,wait=off", d(QMP_SOCK))]);
         push(&["-pidfile", &d(PID_FILE), "-S", "-no-reboot"]);
-        push(&[
-            "-sandbox",
-            "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
-        ]);
-        if let Some(u) = &vm.runas {
-            push(&["-runas", u]);
+        match &vm.runas {
+            // -runas drops to the user with set*id after the seccomp filter is in place, so
+            // the filter must allow them; once dropped, QEMU holds no capabilities to regain
+            // anything with.
+            Some(u) => push(&[
+                "-sandbox",
+                "on,obsolete=deny,spawn=deny,resourcecontrol=deny",
+                "-runas",
+                u,
+            ]),
+            None => push(&[
+                "-sandbox",
+                "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
+            ]),
         }
         if let Some(fd) = incoming_fd {
             push(&["-incoming", &format!("fd:{fd}")]);
@@ -261,6 +273,9 @@ impl Qemu {
 
 /// The fd number the memory snapshot is passed as to an incoming QEMU.
 const INCOMING_FD: i32 = 3;
+/// The fd numbers of the root overlay (read-write and read-only) in QEMU's fd set 1.
+const ROOT_FD_RW: i32 = 4;
+const ROOT_FD_RO: i32 = 5;
 
 impl Vmm for Qemu {
     fn name(&self) -> &'static str {
@@ -280,20 +295,37 @@ impl Vmm for Qemu {
         cmd.stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(log);
-        let snap_fd = snap.as_ref().map(|f| f.as_raw_fd());
-        // SAFETY: setsid, dup2 and fcntl are async-signal-safe; nothing else runs between fork
-        // and exec. Its own session keeps QEMU out of the daemon's process group and terminal,
-        // so it outlives a daemon restart; the snapshot becomes fd 3, inheritable.
+        let root_rw = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&vm.root_disk)?;
+        let root_ro = std::fs::File::open(&vm.root_disk)?;
+        // (source fd, fd number in QEMU); -1: none.
+        let fds: [(i32, i32); 3] = [
+            (snap.as_ref().map_or(-1, |f| f.as_raw_fd()), INCOMING_FD),
+            (root_rw.as_raw_fd(), ROOT_FD_RW),
+            (root_ro.as_raw_fd(), ROOT_FD_RO),
+        ];
+        // SAFETY: setsid, fcntl, dup2 and close are async-signal-safe and nothing else (no
+        // allocation) runs between fork and exec. Its own session keeps QEMU out of the
+        // daemon's process group, so it outlives a daemon restart. The fds are first moved
+        // above the targets so no dup2 clobbers a source, then placed (dup2 clears CLOEXEC).
         unsafe {
             cmd.pre_exec(move || {
                 if libc::setsid() < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
-                if let Some(fd) = snap_fd {
-                    if fd == INCOMING_FD {
-                        let fl = libc::fcntl(fd, libc::F_GETFD);
-                        libc::fcntl(fd, libc::F_SETFD, fl & !libc::FD_CLOEXEC);
-                    } else if libc::dup2(fd, INCOMING_FD) < 0 {
+                let mut high = [-1i32; 3];
+                for (i, (src, _)) in fds.iter().enumerate() {
+                    if *src >= 0 {
+                        high[i] = libc::fcntl(*src, libc::F_DUPFD_CLOEXEC, 64);
+                        if high[i] < 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                    }
+                }
+                for (i, (_, dst)) in fds.iter().enumerate() {
+                    if high[i] >= 0 && libc::dup2(high[i], *dst) < 0 {
                         return Err(std::io::Error::last_os_error());
                     }
                 }
@@ -305,7 +337,7 @@ impl Vmm for Qemu {
             vmm: "qemu",
             reason: format!("{}: {e}", self.binary.display()),
         })?;
-        drop(snap);
+        drop((snap, root_rw, root_ro));
         let pid = child.id() as i32;
         let t0 = Instant::now();
         loop {

@@ -30,6 +30,8 @@ pub struct TestEngine {
     pub resume_delay_ms: std::sync::atomic::AtomicU64,
     /// Whether `resume` fails.
     pub resume_fails: std::sync::atomic::AtomicBool,
+    /// Whether it claims `snapshot_memory` (then `snapshot` records a call and sets Paused).
+    pub snapshots: std::sync::atomic::AtomicBool,
 }
 
 impl TestEngine {
@@ -73,7 +75,7 @@ impl Engine for TestEngine {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             pause: true,
-            snapshot_memory: false,
+            snapshot_memory: self.snapshots.load(std::sync::atomic::Ordering::SeqCst),
         }
     }
     async fn create(&self, spec: &SandboxSpec) -> Result<Created, EngineError> {
@@ -113,6 +115,14 @@ impl Engine for TestEngine {
             .lock()
             .unwrap()
             .push(format!("pause:{engine_id}"));
+        self.set_state(engine_id, RunState::Paused);
+        Ok(())
+    }
+    async fn snapshot(&self, engine_id: &str) -> Result<(), EngineError> {
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("snapshot:{engine_id}"));
         self.set_state(engine_id, RunState::Paused);
         Ok(())
     }

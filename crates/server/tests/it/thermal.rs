@@ -136,6 +136,50 @@ async fn idle_goes_warm_exec_wakes_and_events_are_recorded() {
 }
 
 #[tokio::test]
+async fn snapshot_capable_engine_goes_cold_and_wakes_from_cold() {
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let mut cfg = test_config(&dir);
+    fast(&mut cfg);
+    let engine = Arc::new(TestEngine::default());
+    engine.snapshots.store(true, Ordering::SeqCst);
+    let l = crate::ops::Lohar::start().await;
+    *engine.agent.lock().unwrap() = Some(l.endpoint.clone());
+    let app = spawn_with(dir, cfg, engine).await;
+    let key = app.user("alice");
+    let (s, v) = app
+        .call(
+            Method::POST,
+            "/sandboxes",
+            Some(&key),
+            Some(json!({"name": "dev"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert!(
+        wait_thermal(&app, &key, "cold", Duration::from_secs(5)).await,
+        "never went cold"
+    );
+    assert_eq!(app.engine.count("pause"), 1);
+    assert_eq!(app.engine.count("snapshot"), 1);
+    let (_, v) = app
+        .call(Method::GET, "/sandboxes/dev", Some(&key), None)
+        .await;
+    assert!(v["engine_meta"]["thermal_reason"].is_null(), "{v}");
+    let (s, v) = exec_echo(&app, &key).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["stdout"], "awake\n");
+    assert_eq!(app.engine.count("resume"), 1);
+    let dir = app.stop().await;
+    let store = Store::open(&dir.path().join("data/state.db")).unwrap();
+    let cools = store.with(|c| events::by_type(c, "thermal.cool")).unwrap();
+    assert_eq!(cools.len(), 1, "{cools:?}");
+    assert_eq!(cools[0].2["to"], "cold");
+    let wakes = store.with(|c| events::by_type(c, "thermal.wake")).unwrap();
+    let wake = &wakes[0];
+    assert_eq!(wake.2["from"], "cold", "{wake:?}");
+}
+
+#[tokio::test]
 async fn wake_is_recorded_as_an_event() {
     let (app, key, _eid, _l) = setup(true, json!({})).await;
     assert!(wait_thermal(&app, &key, "warm", Duration::from_secs(5)).await);
