@@ -121,3 +121,14 @@ def test_pty_create_input_resize_kill(sbx):
     t.join(10)
     assert not t.is_alive()
     assert isinstance(result.get("err"), CommandExitException)
+
+
+def test_background_timeout_kills_without_a_client(sbx):
+    h = sbx.commands.run("sleep 100", background=True, timeout=2)
+    h.disconnect()
+    assert h.pid in [p.pid for p in sbx.commands.list()]
+    deadline = time.time() + 10
+    while h.pid in [p.pid for p in sbx.commands.list()] and time.time() < deadline:
+        time.sleep(0.3)
+    assert h.pid not in [p.pid for p in sbx.commands.list()]
+    assert sbx.commands.run("pgrep -x sleep || true").stdout == ""

@@ -181,7 +181,12 @@ pub(super) async fn rpc(
                     .ok_or_else(|| RpcError::new(Code::NotFound, "process not found"))?;
                 sbx.agent(&st).await?;
                 let rx = p.events.subscribe();
-                Ok(stream_response(p.pid, rx, None, None))
+                Ok(stream_response(
+                    p.pid,
+                    rx,
+                    connect::timeout_ms(&headers)
+                        .map(|d| tokio::time::Instant::now() + super::capped(d)),
+                ))
             }
             "List" => {
                 let procs: Vec<Value> = sbx
@@ -349,16 +354,16 @@ async fn start(
     let busy = crate::thermal::busy(&st.app, &sbx.row.id);
     let meta = sbx.meta.clone();
     let stream_name = if pty.is_some() { "pty" } else { "stdout" };
-    let driver = tokio::spawn(async move {
-        let _busy = busy;
-        drive(ch, in_rx, events, stream_name).await;
-        meta.procs.map().remove(&pid);
-    });
-    *proc_.driver.lock().unwrap_or_else(|e| e.into_inner()) = Some(driver);
     // The process's lifetime is the Start call's Connect-Timeout-Ms.
     let deadline =
         connect::timeout_ms(headers).map(|d| tokio::time::Instant::now() + super::capped(d));
-    Ok(stream_response(pid, rx, deadline, Some(in_tx)))
+    let driver = tokio::spawn(async move {
+        let _busy = busy;
+        drive(ch, in_rx, events, stream_name, deadline).await;
+        meta.procs.map().remove(&pid);
+    });
+    *proc_.driver.lock().unwrap_or_else(|e| e.into_inner()) = Some(driver);
+    Ok(stream_response(pid, rx, deadline))
 }
 
 /// Relays one process: input to lohar, output and the end to the event channel.
@@ -367,11 +372,21 @@ async fn drive(
     mut input: mpsc::UnboundedReceiver<Input>,
     events: broadcast::Sender<Ev>,
     stream_name: &'static str,
+    deadline: Option<tokio::time::Instant>,
 ) {
     let (mut rd, mut wr) = ch.into_split();
     let mut input_open = true;
+    // The process's lifetime ends at the deadline even when no client is streaming it.
+    let mut deadline = deadline;
     let end = loop {
+        let at = deadline.unwrap_or_else(far_future);
         tokio::select! {
+            _ = tokio::time::sleep_until(at), if deadline.is_some() => {
+                deadline = None;
+                if let Err(e) = wr.signal(9).await {
+                    tracing::debug!(error = %e, "e2b: kill at the process timeout failed");
+                }
+            }
             ev = rd.next_event() => match ev {
                 Ok(Some(AgentEvent::Stdout(b))) => { let _ = events.send(Ev::Data(stream_name, b)); }
                 Ok(Some(AgentEvent::Stderr(b))) => { let _ = events.send(Ev::Data("stderr", b)); }
@@ -404,7 +419,6 @@ fn stream_response(
     pid: u32,
     mut rx: broadcast::Receiver<Ev>,
     deadline: Option<tokio::time::Instant>,
-    kill_on_deadline: Option<mpsc::UnboundedSender<Input>>,
 ) -> Response {
     let (tx, body_rx) = mpsc::channel::<Result<Bytes, Infallible>>(64);
     tokio::spawn(async move {
@@ -417,8 +431,7 @@ fn stream_response(
         {
             return;
         }
-        let far = tokio::time::Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600);
-        let deadline_at = deadline.unwrap_or(far);
+        let deadline_at = deadline.unwrap_or_else(far_future);
         loop {
             let ev = tokio::select! {
                 ev = rx.recv() => ev,
@@ -428,10 +441,8 @@ fn stream_response(
                     }
                     continue;
                 }
+                // The driver kills the process at the same deadline.
                 _ = tokio::time::sleep_until(deadline_at) => {
-                    if let Some(k) = &kill_on_deadline {
-                        let _ = k.send(Input::Signal(9));
-                    }
                     let e = RpcError::new(Code::DeadlineExceeded, "the process's timeout passed; it was killed");
                     let _ = tx.send(Ok(connect::end_stream(Some(&e)))).await;
                     return;
@@ -471,6 +482,10 @@ fn stream_response(
         body,
     )
         .into_response()
+}
+
+fn far_future() -> tokio::time::Instant {
+    tokio::time::Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600)
 }
 
 /// An mpsc receiver as a stream (without pulling in tokio-stream).
