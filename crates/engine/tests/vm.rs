@@ -358,9 +358,12 @@ vm_test!(
 
         // Cold: memory to disk, QEMU gone; wake restores it. Five cycles, each checked.
         let mut cold_wakes = Vec::new();
+        let mut cold_saves = Vec::new();
         for i in 0..5 {
             sh(&s, &format!("echo {i} > /workspace/cycle-{i}")).await;
+            let t0 = Instant::now();
             t.engine.hibernate(&s.engine_id).await.unwrap();
+            cold_saves.push(t0.elapsed());
             assert!(
                 t.engine.qemu_pid(&s.engine_id).is_none(),
                 "QEMU exits when cold"
@@ -384,7 +387,10 @@ vm_test!(
             assert_eq!(stdout(&o).lines().collect::<Vec<_>>(), want, "cycle {i}");
             assert_counting(&s, &format!("after cold wake {i}")).await;
         }
-        eprintln!("warm wake {warm_wake:?}; cold wake → first exec {cold_wakes:?}");
+        eprintln!(
+            "warm wake {warm_wake:?}; cold (snapshot + exit) {cold_saves:?}; \
+             cold wake → first exec {cold_wakes:?}"
+        );
         // The detached session survived every cycle, scrollback and all.
         let sessions = s.client.list_sessions().await.unwrap();
         assert!(

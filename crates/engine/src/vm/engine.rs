@@ -77,6 +77,29 @@ pub fn modules_dir_for(kernel: &Path) -> Option<PathBuf> {
     Some(Path::new("/lib/modules").join(ver))
 }
 
+/// The guest kernel to use when none is configured: the newest Debian cloud kernel installed
+/// in `/boot`, else one unpacked by `scripts/vm-kernel` under `extra_dirs` (e.g.
+/// `<data_dir>/vm/kernel`, `/var/tmp/bhatti-vm-kernel`).
+pub fn find_kernel(extra_dirs: &[PathBuf]) -> Option<PathBuf> {
+    let newest = |dir: &Path| -> Option<PathBuf> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+            .ok()?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("vmlinuz-") && n.ends_with("-cloud-amd64"))
+            })
+            .collect();
+        v.sort();
+        v.pop()
+    };
+    std::iter::once(PathBuf::from("/boot"))
+        .chain(extra_dirs.iter().map(|d| d.join("boot")))
+        .find_map(|d| newest(&d))
+}
+
 /// The engine's record of one VM (`vm.json` in its directory; also `Created::meta`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct VmMeta {
@@ -290,6 +313,11 @@ impl VmEngine {
     /// The cgroup QEMU runs in.
     pub fn cgroup(&self, engine_id: &str) -> Option<Cgroup> {
         self.get(engine_id).map(|r| r.cgroup.clone())
+    }
+
+    /// The network it attaches VMs to (to share with engines started after it).
+    pub fn network(&self) -> Network {
+        self.net.clone()
     }
 
     /// The gateway address of a user's subnet.
