@@ -105,6 +105,10 @@ pub struct CreateSandboxRequest {
     /// Files written at boot.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub files: Option<Vec<FileSpec>>,
+    /// Engine to run it (`namespace`, `gvisor`, `vm`), one of those the daemon enables;
+    /// the daemon's default engine when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<String>,
 }
 
 /// `PATCH /sandboxes/:id` body; absent fields are left as they are.

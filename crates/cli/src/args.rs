@@ -141,6 +141,10 @@ pub struct CreateArgs {
     #[arg(long)]
     pub image: Option<String>,
 
+    /// Engine: namespace, gvisor or vm, among those the daemon enables (default: its default)
+    #[arg(long)]
+    pub engine: Option<String>,
+
     /// Number of CPUs (fractions allowed)
     #[arg(long, default_value_t = 1.0)]
     pub cpus: f64,

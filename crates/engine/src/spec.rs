@@ -31,6 +31,9 @@ pub struct SandboxSpec {
     pub init: Option<String>,
     /// Per-sandbox token lohar requires on every connection.
     pub agent_token: String,
+    /// The engine that runs it (`namespace`, `gvisor`, `vm`); empty: the daemon's default.
+    #[serde(default)]
+    pub engine: String,
 }
 
 /// A file written into the sandbox at boot.

@@ -109,6 +109,49 @@ impl Default for NamespaceOptions {
     }
 }
 
+/// Settings of the `gvisor` engine (all optional). It shares lohar, images, networking and
+/// DNS with the namespace engine's settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GvisorOptions {
+    /// The `runsc` binary (Debian package `runsc`, 0.0~20221219 or newer).
+    pub runsc: PathBuf,
+    /// runsc platform: `ptrace` (works everywhere), `kvm` or `systrap` where the build and host
+    /// allow.
+    pub platform: String,
+    /// cgroup parent group of gvisor sandboxes.
+    pub cgroup_parent: String,
+    /// Seconds create and wake wait for lohar to answer.
+    pub ready_timeout_secs: u64,
+    /// Directory for runsc's debug logs (off when absent).
+    pub debug_log_dir: Option<PathBuf>,
+}
+
+impl Default for GvisorOptions {
+    fn default() -> Self {
+        Self {
+            runsc: PathBuf::from("runsc"),
+            platform: "ptrace".into(),
+            cgroup_parent: "bhatti-gvisor".into(),
+            ready_timeout_secs: 30,
+            debug_log_dir: None,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// The engines to run, the default first and each once.
+    pub fn enabled_engines(&self) -> Vec<String> {
+        let mut out = vec![self.engine.clone()];
+        for e in &self.engines {
+            if !out.contains(e) {
+                out.push(e.clone());
+            }
+        }
+        out
+    }
+}
+
 /// The daemon's settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -118,10 +161,15 @@ pub struct ServerConfig {
     pub listen: String,
     /// All state (`state.db`, `age.key`, images, sandboxes). Created 0700.
     pub data_dir: PathBuf,
-    /// Engine name: `namespace` (default), `gvisor`, `vm`.
+    /// Default engine: `namespace` (default), `gvisor`, `vm`, or `none`.
     pub engine: String,
-    /// Settings of the `namespace` engine.
+    /// Every engine this daemon runs (`create --engine NAME` picks one); empty: just
+    /// `engine`. `engine` is added when missing.
+    pub engines: Vec<String>,
+    /// Settings of the `namespace` engine (lohar, images and networking are shared by all).
     pub namespace: NamespaceOptions,
+    /// Settings of the `gvisor` engine.
+    pub gvisor: GvisorOptions,
     /// Path-mode public proxy listen address (`http://<addr>/<alias>/…`).
     pub public_proxy_listen: Option<String>,
     /// Domain mode: Host routing (`<alias>.<proxy_zone>`, `api_host`), optional TLS.
@@ -160,7 +208,9 @@ impl Default for ServerConfig {
             listen: "127.0.0.1:8080".into(),
             data_dir: PathBuf::from("/var/lib/bhatti"),
             engine: "namespace".into(),
+            engines: Vec::new(),
             namespace: NamespaceOptions::default(),
+            gvisor: GvisorOptions::default(),
             public_proxy_listen: None,
             domain: None,
             public_proxy: crate::public_proxy::PublicProxyConfig::default(),
@@ -266,6 +316,17 @@ mod tests {
     fn unknown_key_rejected() {
         let e = ServerConfig::from_yaml("lisen: x\n").unwrap_err();
         assert!(e.to_string().contains("lisen"), "{e}");
+    }
+
+    #[test]
+    fn several_engines() {
+        let c = ServerConfig::from_yaml(
+            "engine: gvisor\nengines: [namespace, gvisor]\ngvisor: {platform: kvm}\n",
+        )
+        .unwrap();
+        assert_eq!(c.enabled_engines(), ["gvisor", "namespace"]);
+        assert_eq!(c.gvisor.platform, "kvm");
+        assert_eq!(ServerConfig::default().enabled_engines(), ["namespace"]);
     }
 
     #[test]

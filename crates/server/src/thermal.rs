@@ -246,10 +246,10 @@ pub async fn ensure_hot(st: &AppState, row: &SandboxRow) -> Result<(), ServiceEr
 /// Pauses a running sandbox now (E2B's pause): it goes warm at once, whatever its activity,
 /// and stays so until an operation wakes it.
 pub async fn pause_now(st: &AppState, row: &SandboxRow) -> Result<(), ServiceError> {
-    if !st.engine.capabilities().pause {
+    let (engine, caps) = engine_of(st, row);
+    if !caps.pause {
         return Err(ServiceError::Conflict(format!(
-            "the {} engine cannot pause sandboxes",
-            st.engine.name()
+            "the {engine} engine cannot pause sandboxes"
         )));
     }
     let entry = st.thermal.entry(&row.id);
@@ -262,7 +262,7 @@ pub async fn pause_now(st: &AppState, row: &SandboxRow) -> Result<(), ServiceErr
         let mut i = lock(&entry);
         i.temp = Temp::Warm;
         i.warm_since = Some(Instant::now());
-        i.reason = cold_reason(st);
+        i.reason = cold_reason(st, row);
     }
     st.record(NewEvent::new(
         "thermal.pause",
@@ -325,7 +325,7 @@ async fn check(st: &AppState, row: &SandboxRow) -> Result<(), ServiceError> {
             let mut i = lock(&entry);
             i.temp = Temp::Warm;
             i.warm_since = Some(Instant::now());
-            i.reason = cold_reason(st);
+            i.reason = cold_reason(st, row);
         }
     }
     let temp = lock(&entry).temp;
@@ -340,7 +340,7 @@ async fn check(st: &AppState, row: &SandboxRow) -> Result<(), ServiceError> {
         Temp::Hot => {}
         Temp::Warm => {
             let warm_for = lock(&entry).warm_since.map(|t| t.elapsed());
-            if st.engine.capabilities().snapshot_memory
+            if engine_of(st, row).1.snapshot_memory
                 && warm_for.is_some_and(|d| d >= Duration::from_millis(cfg.cold_after_ms))
             {
                 cool(st, row, &entry).await?;
@@ -433,13 +433,32 @@ async fn cool(st: &AppState, row: &SandboxRow, entry: &Entry) -> Result<(), Serv
     Ok(())
 }
 
-fn cold_reason(st: &AppState) -> Option<String> {
-    if st.engine.capabilities().snapshot_memory {
+/// The engine running a sandbox (its name in the store; the daemon's default for old rows) and
+/// what that engine can do: with several engines enabled, each sandbox cools as far as its own
+/// engine allows.
+fn engine_of(st: &AppState, row: &SandboxRow) -> (String, bhatti_engine::Capabilities) {
+    let name = if row.engine.is_empty() {
+        st.engine.name().to_string()
+    } else {
+        row.engine.clone()
+    };
+    let caps = st
+        .engine
+        .engines()
+        .into_iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, c)| c)
+        .unwrap_or_else(|| st.engine.capabilities());
+    (name, caps)
+}
+
+fn cold_reason(st: &AppState, row: &SandboxRow) -> Option<String> {
+    let (engine, caps) = engine_of(st, row);
+    if caps.snapshot_memory {
         None
     } else {
         Some(format!(
-            "stays warm: the {} engine cannot snapshot memory",
-            st.engine.name()
+            "stays warm: the {engine} engine cannot snapshot memory"
         ))
     }
 }
@@ -450,7 +469,7 @@ async fn pause(
     entry: &Entry,
     idle: Duration,
 ) -> Result<(), ServiceError> {
-    if !st.engine.capabilities().pause {
+    if !engine_of(st, row).1.pause {
         return Ok(());
     }
     let _g = entry.gate.lock().await;
@@ -467,7 +486,7 @@ async fn pause(
         let idle_s = i.last_active.elapsed().as_secs();
         i.temp = Temp::Warm;
         i.warm_since = Some(Instant::now());
-        i.reason = cold_reason(st);
+        i.reason = cold_reason(st, row);
         idle_s
     };
     tracing::debug!(sandbox = %row.id, "paused (warm)");

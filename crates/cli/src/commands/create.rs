@@ -46,6 +46,7 @@ fn build_request(args: &CreateArgs) -> Result<CreateSandboxRequest> {
         labels: (!labels.is_empty()).then_some(labels),
         secrets: (!args.secret.is_empty()).then(|| args.secret.clone()),
         files: (!files.is_empty()).then_some(files),
+        engine: args.engine.clone().filter(|e| !e.is_empty()),
     })
 }
 
@@ -144,8 +145,11 @@ mod tests {
             "--secret",
             "TOKEN",
             "--keep-hot",
+            "--engine",
+            "gvisor",
         ]))
         .unwrap();
+        assert_eq!(req.engine.as_deref(), Some("gvisor"));
         assert_eq!(req.cpus, Some(2.0));
         assert_eq!(req.memory_mb, Some(512));
         assert_eq!(req.env.unwrap().len(), 2);

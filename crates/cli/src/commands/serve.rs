@@ -9,9 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use bhatti_engine::image::ImageStore;
 use bhatti_engine::namespace::{NamespaceConfig, NamespaceEngine};
-use bhatti_engine::net::NetConfig;
-use bhatti_engine::{Engine, Unavailable};
+use bhatti_engine::net::{NetConfig, Network};
+use bhatti_engine::{Engine, Router, Unavailable};
 use bhatti_server::ServerConfig;
 
 use super::Ctx;
@@ -39,41 +40,72 @@ pub fn run(ctx: &Ctx) -> Result<()> {
     })
 }
 
-/// The engine the daemon drives, by `config.engine`. A host that cannot run it stops the
-/// daemon with a message saying what is missing.
+/// The engines the daemon drives: `config.engine` (the default) and any others listed in
+/// `config.engines`, behind a [`Router`] when there are several. A host that cannot run one
+/// stops the daemon with a message saying what is missing.
 ///
 /// `none` gives an engine that refuses to run sandboxes (the CLI's integration tests use it so
 /// the daemon starts instantly and needs no root).
 async fn open_engine(config: &ServerConfig) -> Result<Arc<dyn Engine>> {
-    match config.engine.as_str() {
+    let names = config.enabled_engines();
+    // The first engine (the default) starts the network; the others share it, so one IP
+    // allocator serves each user's bridge.
+    let mut net: Option<Network> = None;
+    let mut engines = Vec::with_capacity(names.len());
+    for name in &names {
+        engines.push(open_one(config, name, &mut net).await?);
+    }
+    if engines.len() == 1 {
+        return Ok(engines.remove(0));
+    }
+    Ok(Arc::new(
+        Router::new(engines, &config.engine).map_err(|e| anyhow::anyhow!("{e}"))?,
+    ))
+}
+
+/// Opens one engine by name; `net` is the network shared between engines (set by the first).
+async fn open_one(
+    config: &ServerConfig,
+    name: &str,
+    net: &mut Option<Network>,
+) -> Result<Arc<dyn Engine>> {
+    match name {
         "none" => Ok(Arc::new(Unavailable {
             engine: "none".into(),
             reason: "the daemon was configured with `engine: none`".into(),
         })),
         "namespace" => {
             let cfg = namespace_config(config)?;
-            let engine = NamespaceEngine::new(cfg)
-                .await
-                .map_err(|e| anyhow::anyhow!("cannot start the namespace engine: {e}"))?;
-            if config.namespace.build_default_image
-                && !engine.images().exists(bhatti_engine::image::DEFAULT_IMAGE)
-            {
-                tracing::info!("image `minimal` is missing: building it (about 2 minutes)");
-                let store = engine.images().clone();
-                tokio::task::spawn_blocking(move || {
-                    super::image::build_named(&store, bhatti_engine::image::DEFAULT_IMAGE, false)
-                })
-                .await
-                .context("image build task")?
-                .context(
-                    "build the default image (disable with namespace.build_default_image: false)",
-                )?;
-                tracing::info!("image `minimal` built");
+            let engine = match net.clone() {
+                Some(n) => NamespaceEngine::with_network(cfg, n).await,
+                None => NamespaceEngine::new(cfg).await,
             }
+            .map_err(|e| anyhow::anyhow!("cannot start the namespace engine: {e}"))?;
+            net.get_or_insert_with(|| engine.network());
+            ensure_default_image(config, engine.images()).await?;
             Ok(Arc::new(engine))
         }
-        other => bail!("unknown engine {other:?} (this build supports `namespace` and `none`)"),
+        other => {
+            bail!("unknown engine {other:?} (this build supports `namespace`, `gvisor` and `none`)")
+        }
     }
+}
+
+/// Builds the `minimal` image on first start when it is missing (and the config asks for it).
+async fn ensure_default_image(config: &ServerConfig, images: &ImageStore) -> Result<()> {
+    if !config.namespace.build_default_image || images.exists(bhatti_engine::image::DEFAULT_IMAGE) {
+        return Ok(());
+    }
+    tracing::info!("image `minimal` is missing: building it (about 2 minutes)");
+    let store = images.clone();
+    tokio::task::spawn_blocking(move || {
+        super::image::build_named(&store, bhatti_engine::image::DEFAULT_IMAGE, false)
+    })
+    .await
+    .context("image build task")?
+    .context("build the default image (disable with namespace.build_default_image: false)")?;
+    tracing::info!("image `minimal` built");
+    Ok(())
 }
 
 /// Maps the daemon config to the namespace engine's.

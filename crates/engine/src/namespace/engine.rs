@@ -84,6 +84,9 @@ pub struct NamespaceEngine {
     images: ImageStore,
     cgroups: Cgroups,
     net: Network,
+    /// Whether this engine started `net` (and so reconciles it at recovery) or shares another
+    /// engine's (and only reserves its sandboxes' addresses in it).
+    own_net: bool,
     slots: Slots,
     sandboxes: Mutex<HashMap<String, Arc<Running>>>,
 }
@@ -132,16 +135,42 @@ pub fn check_host(cfg: &NamespaceConfig) -> Result<(), EngineError> {
 impl NamespaceEngine {
     /// Checks the host, sets up cgroups and networking.
     pub async fn new(cfg: NamespaceConfig) -> Result<NamespaceEngine, EngineError> {
+        Self::build(cfg, None).await
+    }
+
+    /// Like [`NamespaceEngine::new`], on a network started by another engine of this daemon
+    /// (one IP allocator per bridge); that engine reconciles it.
+    pub async fn with_network(
+        cfg: NamespaceConfig,
+        net: Network,
+    ) -> Result<NamespaceEngine, EngineError> {
+        Self::build(cfg, Some(net)).await
+    }
+
+    /// The network its sandboxes are attached to (to share with another engine).
+    pub fn network(&self) -> Network {
+        self.net.clone()
+    }
+
+    async fn build(
+        cfg: NamespaceConfig,
+        net: Option<Network>,
+    ) -> Result<NamespaceEngine, EngineError> {
         check_host(&cfg)?;
         std::fs::create_dir_all(&cfg.sandboxes_dir).map_err(|e| io("create sandboxes dir", e))?;
         let images = ImageStore::new(&cfg.images_dir).map_err(|e| io("create images dir", e))?;
         images.clean_staging();
         let cgroups =
             Cgroups::detect(&cfg.cgroup_parent).map_err(|e| unavailable(e.to_string()))?;
-        let net = Network::start(cfg.net.clone())
-            .await
-            .map_err(|e| unavailable(format!("networking: {e}")))?;
+        let own_net = net.is_none();
+        let net = match net {
+            Some(n) => n,
+            None => Network::start(cfg.net.clone())
+                .await
+                .map_err(|e| unavailable(format!("networking: {e}")))?,
+        };
         Ok(NamespaceEngine {
+            own_net,
             slots: Slots::new(cfg.max_sandboxes),
             cfg,
             images,

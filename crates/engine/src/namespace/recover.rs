@@ -55,8 +55,12 @@ impl NamespaceEngine {
             .iter()
             .map(|(s, m, _)| (m.subnet_index, s.id.clone(), m.ip))
             .collect();
-        if let Err(e) = self.net.reconcile(&live_net).await {
-            tracing::warn!(error = %e, "network reconcile failed");
+        if self.own_net {
+            if let Err(e) = self.net.reconcile(&live_net).await {
+                tracing::warn!(error = %e, "network reconcile failed");
+            }
+        } else {
+            self.net.reserve(&live_net);
         }
         for (_, m, _) in &alive {
             self.slots.reserve(m.slot);

@@ -362,18 +362,23 @@ impl Network {
         Ok(())
     }
 
-    /// Marks the addresses of sandboxes that still exist as used and deletes every veth and
-    /// bridge with our prefixes that none of them owns (a crashed daemon's leftovers), plus the
-    /// rules of deleted bridges. Meant for daemon start, before any attach.
-    pub async fn reconcile(
+    /// Marks the addresses of live sandboxes as used and their veths as theirs, without
+    /// deleting anything: for an engine sharing this network with the one that reconciles it
+    /// (which must then reconcile after it, so that these are spared).
+    pub fn reserve(&self, live: &[(u32, String, Ipv4Addr)]) -> ReconcileReport {
+        let mut report = ReconcileReport::default();
+        self.reserve_into(live, &mut HashSet::new(), &mut HashSet::new(), &mut report);
+        report
+    }
+
+    fn reserve_into(
         &self,
         live: &[(u32, String, Ipv4Addr)],
-    ) -> Result<ReconcileReport, NetError> {
+        live_veths: &mut HashSet<String>,
+        live_users: &mut HashSet<u32>,
+        report: &mut ReconcileReport,
+    ) {
         let cfg = &self.inner.config;
-        let handle = &self.inner.handle;
-        let mut report = ReconcileReport::default();
-        let mut live_veths = HashSet::new();
-        let mut live_users = HashSet::new();
         for (subnet_index, key, ip) in live {
             // A live sandbox keeps its veth and bridge even if its address conflicts: breaking
             // a running sandbox is worse than reporting the inconsistency.
@@ -391,6 +396,24 @@ impl Network {
                 }
             }
         }
+    }
+
+    /// Marks the addresses of sandboxes that still exist as used and deletes every veth and
+    /// bridge with our prefixes that none of them owns (a crashed daemon's leftovers), plus the
+    /// rules of deleted bridges. Veths and addresses already claimed in this process (by
+    /// [`Network::reserve`] or an attach) are spared too. Meant for daemon start, before any
+    /// attach of a new sandbox.
+    pub async fn reconcile(
+        &self,
+        live: &[(u32, String, Ipv4Addr)],
+    ) -> Result<ReconcileReport, NetError> {
+        let cfg = &self.inner.config;
+        let handle = &self.inner.handle;
+        let mut report = ReconcileReport::default();
+        let mut live_veths = HashSet::new();
+        let mut live_users = HashSet::new();
+        self.reserve_into(live, &mut live_veths, &mut live_users, &mut report);
+        live_veths.extend(self.state().veths.keys().cloned());
 
         let user_of_bridge = |name: &str| -> Option<u32> {
             name.strip_prefix(cfg.bridge_prefix.as_str())?.parse().ok()
@@ -407,7 +430,7 @@ impl Network {
                     }
                 }
                 Kind::Bridge => match user_of_bridge(&link.name) {
-                    Some(n) if live_users.contains(&n) => {}
+                    Some(n) if live_users.contains(&n) || self.with_ipam(|i| i.in_use(n) > 0) => {}
                     Some(_) => {
                         self.remove_bridge(&link.name).await?;
                         report.deleted_bridges.push(link.name);

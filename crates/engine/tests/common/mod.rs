@@ -160,6 +160,7 @@ pub fn spec(name: &str, image: &str, subnet_index: u32) -> SandboxSpec {
         files: vec![],
         init: None,
         agent_token: rand_hex(16),
+        engine: String::new(),
     }
 }
 

@@ -60,6 +60,10 @@ fn invalid(msg: impl Into<String>) -> ServiceError {
     ServiceError::Invalid(msg.into())
 }
 
+/// Largest `disk_size_mb` accepted (16 TiB). Found by the API contract test: 2^63 reached the
+/// store and failed there as a 500.
+pub const MAX_DISK_SIZE_MB: u64 = 16 * 1024 * 1024;
+
 fn plan(user: &UserRow, req: CreateSandboxRequest) -> Result<Plan, ServiceError> {
     let (name, explicit_name) = match req.name.filter(|n| !n.is_empty()) {
         Some(n) if validate::is_valid_name(&n) => (n, true),
@@ -94,6 +98,13 @@ fn plan(user: &UserRow, req: CreateSandboxRequest) -> Result<Plan, ServiceError>
     if memory_mb < MIN_MEMORY_MB {
         return Err(invalid(format!(
             "memory_mb must be at least {MIN_MEMORY_MB}"
+        )));
+    }
+    let disk_size_mb = req.disk_size_mb.unwrap_or(0);
+    // The store keeps it as a SQLite integer (i64); anything near that is nonsense anyway.
+    if disk_size_mb > MAX_DISK_SIZE_MB {
+        return Err(invalid(format!(
+            "disk_size_mb must be at most {MAX_DISK_SIZE_MB} (16 TiB)"
         )));
     }
     let image = req
@@ -145,7 +156,7 @@ fn plan(user: &UserRow, req: CreateSandboxRequest) -> Result<Plan, ServiceError>
         explicit_name,
         cpus,
         memory_mb,
-        disk_size_mb: req.disk_size_mb.unwrap_or(0),
+        disk_size_mb,
         image,
         env,
         labels,
@@ -168,6 +179,7 @@ pub async fn create(
     user: &UserRow,
     req: CreateSandboxRequest,
 ) -> Result<Created, ServiceError> {
+    let engine = engine_for_create(st, req.engine.as_deref())?;
     let mut plan = plan(user, req)?;
 
     // Idempotent create is answered before the count limit: asking again for a sandbox you
@@ -196,7 +208,7 @@ pub async fn create(
         id: ids::sandbox_id(),
         name: plan.name.clone(),
         template_id: String::new(),
-        engine: st.engine.name().to_string(),
+        engine: engine.to_string(),
         engine_id: String::new(),
         status: STATUS_CREATING.into(),
         ip: String::new(),
@@ -256,6 +268,7 @@ pub async fn create(
         files: plan.files,
         init: plan.init,
         agent_token: row.agent_token.clone(),
+        engine: row.engine.clone(),
     };
     let st2 = st.clone();
     tokio::spawn(async move { finish_create(&st2, row, spec).await })
@@ -413,6 +426,52 @@ async fn restart_spec(st: &AppState, row: &SandboxRow, owner: Option<&UserRow>) 
         files: Vec::new(),
         init: row.launch.init.clone(),
         agent_token: row.agent_token.clone(),
+        engine: row.engine.clone(),
+    }
+}
+
+/// The engine a create asks for, checked against those the daemon enables (400 otherwise);
+/// none asked: the daemon's default.
+fn engine_for_create(st: &AppState, asked: Option<&str>) -> Result<&'static str, ServiceError> {
+    let enabled = st.engine.engines();
+    let Some(asked) = asked.filter(|a| !a.is_empty()) else {
+        return Ok(st.engine.name());
+    };
+    enabled
+        .iter()
+        .find(|(n, _)| *n == asked)
+        .map(|(n, _)| *n)
+        .ok_or_else(|| {
+            let names: Vec<&str> = enabled.iter().map(|(n, _)| *n).collect();
+            invalid(format!(
+                "engine {asked:?} is not enabled on this daemon (enabled: {})",
+                names.join(", ")
+            ))
+        })
+}
+
+/// Adds the sandbox's engine and what it can do to its view (`engine_meta.engine`,
+/// `engine_meta.capabilities`), so `inspect` tells whether it can go cold.
+fn with_engine(st: &AppState, row_engine: &str, s: &mut Sandbox) {
+    let engine = if row_engine.is_empty() {
+        st.engine.name()
+    } else {
+        row_engine
+    };
+    let caps = st
+        .engine
+        .engines()
+        .into_iter()
+        .find(|(n, _)| *n == engine)
+        .map(|(_, c)| c);
+    if let Some(meta) = s.engine_meta.as_object_mut() {
+        meta.insert("engine".into(), json!(engine));
+        if let Some(c) = caps {
+            meta.insert(
+                "capabilities".into(),
+                json!({"pause": c.pause, "snapshot_memory": c.snapshot_memory}),
+            );
+        }
     }
 }
 
@@ -623,6 +682,7 @@ pub async fn list(
         .map(|r| {
             let mut s = r.to_api();
             with_thermal(st, &mut s);
+            with_engine(st, &r.engine, &mut s);
             s
         })
         .collect())
@@ -716,6 +776,7 @@ pub async fn get(st: &AppState, user: &UserRow, id_or_name: &str) -> Result<Sand
     }
     let mut s = row.to_api();
     with_thermal(st, &mut s);
+    with_engine(st, &row.engine, &mut s);
     Ok(s)
 }
 
@@ -805,6 +866,7 @@ mod tests {
             "max 4096 MB memory per sandbox"
         );
         assert!(r(|q| q.cpus = Some(-1.0)).contains("positive"));
+        assert!(r(|q| q.disk_size_mb = Some(1 << 63)).contains("disk_size_mb must be at most"));
         assert!(r(|q| q.name = Some("-bad".into())).contains("invalid sandbox name"));
         assert!(r(|q| q.env = Some([("A-B".into(), "x".into())].into())).contains("env"));
         assert!(

@@ -2,6 +2,7 @@
 //! against an in-memory test engine.
 
 mod auth;
+mod engines;
 mod helpers;
 mod openapi;
 mod ops;
