@@ -41,6 +41,10 @@ pub struct Agent {
     pub reaper: Arc<Reaper>,
     /// `sync()` before reporting an exec's exit.
     pub sync_on_exit: bool,
+    /// Whether v2 filesystem operations and watches (FS_REQ, WATCH_REQ) are served: always as
+    /// PID 1 of a sandbox; in test mode, where paths are the host's, only with
+    /// `LOHAR_FS_OPS=1` (a recursive remove of an arbitrary host path is never a default).
+    pub fs_ops: bool,
 }
 
 impl Agent {
@@ -70,6 +74,7 @@ impl Agent {
             sessions: SessionRegistry::default(),
             reaper: Reaper::start()?,
             sync_on_exit: config.sync_on_exit,
+            fs_ops: *mode == Mode::Pid1 || std::env::var("LOHAR_FS_OPS").as_deref() == Ok("1"),
         }))
     }
 }

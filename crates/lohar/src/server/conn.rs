@@ -109,6 +109,11 @@ async fn dispatch(agent: Arc<Agent>, frame: Frame, mut rd: FrameReader, wr: Fram
                 Err(e) => wr.error(e).await,
             };
         }
+        FrameType::FsReq | FrameType::WatchReq if !agent.fs_ops => {
+            let _ = wr
+                .error("filesystem operations are disabled (test mode without LOHAR_FS_OPS=1)")
+                .await;
+        }
         FrameType::FsReq => {
             let res = match parse_json::<FsRequest>(&frame) {
                 Ok(r) => fsops::handle(&agent, r).await.map_err(|e| e.to_string()),

@@ -9,3 +9,4 @@ mod forward;
 mod pid1;
 mod robustness;
 mod sessions;
+mod v2;
