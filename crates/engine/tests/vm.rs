@@ -208,6 +208,16 @@ vm_test!(
             t.engine.state(&s.engine_id).await.unwrap(),
             RunState::Running
         );
+        // An idle guest does not look busy to the thermal manager: usage() counts only CPU
+        // beyond an idle guest's own emulation cost.
+        let u0 = t.engine.usage(&s.engine_id).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let u1 = t.engine.usage(&s.engine_id).await.unwrap();
+        assert!(
+            u1 - u0 < 20_000,
+            "idle guest counted {} µs busy in 2 s",
+            u1 - u0
+        );
         // Limits: vCPUs and RAM as asked; QEMU unprivileged, seccomp-filtered, in a cgroup
         // capped at guest RAM + overhead (+ the TCG translation cache).
         let o = sh(&s, "nproc; grep MemTotal /proc/meminfo").await;
