@@ -79,3 +79,34 @@ def test_watch_dir(sbx):
     types = {(e.name, e.type) for e in events}
     assert ("created.txt", FilesystemEventType.CREATE) in types
     assert ("created.txt", FilesystemEventType.REMOVE) in types
+
+
+def test_signed_urls_with_the_host_form(sbx):
+    import os
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    sbx.files.write("/tmp/s.txt", "signed")
+    # Plain HTTP clients (a browser) carry no headers: the sandbox is named by the Host.
+    host = f"49983-{sbx.sandbox_id}.{os.environ['E2B_DOMAIN']}"
+    base = os.environ["E2B_API_URL"]
+
+    def fetch(url, data=None):
+        u = urllib.parse.urlparse(url)
+        req = urllib.request.Request(f"{base}{u.path}?{u.query}", data=data, headers={"Host": host})
+        if data is not None:
+            req.add_header("Content-Type", "application/octet-stream")
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.read()
+
+    assert fetch(sbx.download_url("/tmp/s.txt")) == b"signed"
+    fetch(sbx.upload_url("/tmp/up.txt"), data=b"uploaded")
+    assert sbx.files.read("/tmp/up.txt") == "uploaded"
+    with pytest.raises(urllib.error.HTTPError) as ei:
+        fetch(sbx.download_url("/tmp/s.txt").replace("signature=v1_", "signature=v1_x"))
+    assert ei.value.code == 401
+    expired = sbx.download_url("/tmp/s.txt", use_signature_expiration=-10)
+    with pytest.raises(urllib.error.HTTPError) as ei:
+        fetch(expired)
+    assert ei.value.code == 401

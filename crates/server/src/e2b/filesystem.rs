@@ -341,15 +341,18 @@ async fn files_sandbox(
     headers: &HeaderMap,
     target: &Target,
     q: &HashMap<String, String>,
+    operation: &'static str,
 ) -> Result<Sbx, ApiErr> {
-    envd_sandbox(
-        st,
-        headers,
-        target,
-        q.get("access_token").map(String::as_str),
-    )
-    .await
-    .map_err(api_of_rpc)
+    let signed = q.get("signature").map(|sig| super::SignedUrl {
+        path: q.get("path").cloned().unwrap_or_default(),
+        operation,
+        user: q.get("username").cloned().unwrap_or_default(),
+        signature: sig.clone(),
+        expiration: q.get("signature_expiration").and_then(|e| e.parse().ok()),
+    });
+    envd_sandbox(st, headers, target, signed.as_ref())
+        .await
+        .map_err(api_of_rpc)
 }
 
 fn api_of_rpc(e: RpcError) -> ApiErr {
@@ -375,7 +378,7 @@ pub(super) async fn download(
 ) -> Response {
     let q = query_map(q.as_deref());
     let r = async {
-        let sbx = files_sandbox(&st, &headers, &target, &q).await?;
+        let sbx = files_sandbox(&st, &headers, &target, &q, "read").await?;
         let path = resolve(
             &sbx.meta.tpl.home,
             q.get("path").map(String::as_str).unwrap_or(""),
@@ -499,7 +502,7 @@ pub(super) async fn upload(
 ) -> Response {
     let q = query_map(q.as_deref());
     let r = async {
-        let sbx = files_sandbox(&st, &headers, &target, &q).await?;
+        let sbx = files_sandbox(&st, &headers, &target, &q, "write").await?;
         if headers
             .get(axum::http::header::CONTENT_ENCODING)
             .is_some_and(|v| v != "identity")

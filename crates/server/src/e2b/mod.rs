@@ -411,7 +411,7 @@ pub async fn envd_sandbox(
     st: &E2bState,
     headers: &HeaderMap,
     target: &Target,
-    query_token: Option<&str>,
+    signed: Option<&SignedUrl>,
 ) -> Result<Sbx, connect::RpcError> {
     use connect::{Code, RpcError};
     let id = target.sandbox_id.clone();
@@ -446,15 +446,13 @@ pub async fn envd_sandbox(
         )
     };
     let (row, user) = found.ok_or_else(not_found)?;
-    let token = headers
-        .get("x-access-token")
-        .and_then(|v| v.to_str().ok())
-        .or(query_token);
+    let token = headers.get("x-access-token").and_then(|v| v.to_str().ok());
     let want = access_token(&row);
-    let ok = token.is_some_and(|t| {
-        use subtle_eq::ct_eq;
-        ct_eq(t.as_bytes(), want.as_bytes())
-    });
+    let ok = match (token, signed) {
+        (Some(t), _) => subtle_eq::ct_eq(t.as_bytes(), want.as_bytes()),
+        (None, Some(s)) => s.verify(&want, chrono::Utc::now().timestamp()),
+        (None, None) => false,
+    };
     if !ok {
         return Err(RpcError::new(
             Code::Unauthenticated,
@@ -463,6 +461,44 @@ pub async fn envd_sandbox(
     }
     let meta = st.meta(&row);
     Ok(Sbx { row, user, meta })
+}
+
+/// A signed `/files` URL (the SDKs' `download_url`/`upload_url`): `v1_` + unpadded base64 of
+/// SHA-256 of `path:operation:user:token[:expiration]`.
+#[derive(Debug, Clone)]
+pub struct SignedUrl {
+    /// `path` as in the query.
+    pub path: String,
+    /// `read` or `write`.
+    pub operation: &'static str,
+    /// `username` as in the query (empty: default user).
+    pub user: String,
+    /// `signature`.
+    pub signature: String,
+    /// `signature_expiration` (unix seconds).
+    pub expiration: Option<i64>,
+}
+
+impl SignedUrl {
+    /// The signature for `token`.
+    pub fn expected(&self, token: &str) -> String {
+        use base64::Engine as _;
+        let raw = match self.expiration {
+            None => format!("{}:{}:{}:{token}", self.path, self.operation, self.user),
+            Some(e) => format!("{}:{}:{}:{token}:{e}", self.path, self.operation, self.user),
+        };
+        let digest = sha2::Sha256::digest(raw.as_bytes());
+        format!(
+            "v1_{}",
+            base64::engine::general_purpose::STANDARD_NO_PAD.encode(digest)
+        )
+    }
+
+    /// Whether the signature is valid for `token` and not expired at `now`.
+    pub fn verify(&self, token: &str, now: i64) -> bool {
+        self.expiration.is_none_or(|e| e >= now)
+            && subtle_eq::ct_eq(self.signature.as_bytes(), self.expected(token).as_bytes())
+    }
 }
 
 mod subtle_eq {
@@ -793,6 +829,36 @@ mod tests {
         .unwrap();
         assert_eq!(c.template("py").user, "app");
         assert!(serde_yaml::from_str::<E2bConfig>("lisen: x\n").is_err());
+    }
+
+    #[test]
+    fn signed_urls() {
+        // Computed with the Python SDK's e2b.sandbox.signature.get_signature.
+        let s = SignedUrl {
+            path: "/tmp/a.txt".into(),
+            operation: "read",
+            user: String::new(),
+            signature: "v1_tRlsooM2hvGDgtWWsmSPYkbHGF1tnIIlZnLHK/9lpTk".into(),
+            expiration: None,
+        };
+        assert!(s.verify("tok", 0));
+        assert!(!s.verify("other", 0));
+        let w = SignedUrl {
+            operation: "write",
+            ..s.clone()
+        };
+        assert!(!w.verify("tok", 0));
+        let e = SignedUrl {
+            expiration: Some(100),
+            signature: SignedUrl {
+                expiration: Some(100),
+                ..s.clone()
+            }
+            .expected("tok"),
+            ..s
+        };
+        assert!(e.verify("tok", 100));
+        assert!(!e.verify("tok", 101));
     }
 
     #[test]
