@@ -37,8 +37,11 @@ fn tool_dir(var: &str) -> Option<PathBuf> {
 }
 
 fn daemon() -> Daemon {
+    // The suite creates a sandbox per test: more than the default create burst allows (the
+    // facade shares bhatti's per-user rate limits).
     Daemon::start_with(&format!(
-        "e2b:\n  listen: 127.0.0.1:{E2B_PORT}\n  domain: e2b.localhost\n"
+        "e2b:\n  listen: 127.0.0.1:{E2B_PORT}\n  domain: e2b.localhost\n\
+         rate_limits:\n  create: {{burst: 200, per_minute: 600}}\n  exec: {{burst: 300, per_minute: 3000}}\n  other: {{burst: 600, per_minute: 6000}}\n"
     ))
 }
 

@@ -157,6 +157,7 @@ async fn create(
 
 async fn create_inner(st: &E2bState, headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiErr> {
     let user = api_user(st, headers).await?;
+    super::limit(st, &user, crate::rate_limit::RequestClass::Create)?;
     let req = body_json(body)?;
     let template = req
         .get("templateID")
@@ -507,8 +508,13 @@ async fn resume(
 
 /// Kills sandboxes whose E2B timeout passed (checked twice a second).
 pub(super) async fn reap_expired(st: E2bState) {
+    let mut ticks: u64 = 0;
     loop {
         tokio::time::sleep(Duration::from_millis(500)).await;
+        ticks += 1;
+        if ticks.is_multiple_of(120) {
+            prune(&st).await;
+        }
         let now = now_ms();
         let due: Vec<(String, Arc<BoxMeta>)> = st
             .map()
@@ -578,6 +584,37 @@ pub(super) async fn reap_expired(st: E2bState) {
             }
         }
     }
+}
+
+/// Forgets the E2B state of sandboxes destroyed by other means (bhatti's API, the CLI).
+async fn prune(st: &E2bState) {
+    let live = st
+        .app
+        .store
+        .call(|c| {
+            let mut stmt = c.prepare("SELECT id FROM sandboxes WHERE status != 'destroyed'")?;
+            let ids = stmt
+                .query_map([], |r| r.get::<_, String>(0))?
+                .collect::<Result<std::collections::HashSet<String>, _>>()?;
+            Ok(ids)
+        })
+        .await;
+    let Ok(live) = live else { return };
+    let gone: Vec<String> = st
+        .map()
+        .keys()
+        .filter(|id| !live.contains(*id))
+        .cloned()
+        .collect();
+    if gone.is_empty() {
+        return;
+    }
+    for id in &gone {
+        if let Some(m) = st.map().remove(id) {
+            m.procs.abort_all();
+        }
+    }
+    st.save().await;
 }
 
 #[cfg(test)]

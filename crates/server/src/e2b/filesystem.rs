@@ -503,6 +503,7 @@ pub(super) async fn upload(
     let q = query_map(q.as_deref());
     let r = async {
         let sbx = files_sandbox(&st, &headers, &target, &q, "write").await?;
+        super::limit(&st, &sbx.user, crate::rate_limit::RequestClass::Exec)?;
         if headers
             .get(axum::http::header::CONTENT_ENCODING)
             .is_some_and(|v| v != "identity")

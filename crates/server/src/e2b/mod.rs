@@ -351,7 +351,26 @@ pub async fn api_user(st: &E2bState, headers: &HeaderMap) -> Result<UserRow, Api
         .call(move |c| crate::store::users::by_key_hash(c, &hash))
         .await
         .map_err(|e| ApiErr::from(crate::service::ServiceError::from(e)))?;
-    found.ok_or_else(|| ApiErr(StatusCode::UNAUTHORIZED, "invalid API key".into()))
+    let user = found.ok_or_else(|| ApiErr(StatusCode::UNAUTHORIZED, "invalid API key".into()))?;
+    limit(st, &user, crate::rate_limit::RequestClass::Other)?;
+    Ok(user)
+}
+
+/// The user's API rate limit (the same buckets as bhatti's own API): 429 when exhausted.
+pub fn limit(
+    st: &E2bState,
+    user: &UserRow,
+    class: crate::rate_limit::RequestClass,
+) -> Result<(), ApiErr> {
+    st.app.limiter.check(&user.id, class).map_err(|wait| {
+        ApiErr(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "rate limit exceeded; retry in {} s",
+                wait.as_secs_f64().ceil().max(1.0)
+            ),
+        )
+    })
 }
 
 /// Which sandbox (and port) an in-sandbox request is for.

@@ -171,6 +171,10 @@ pub(super) async fn rpc(
         };
         let req: Value = connect::parse(json)?;
         let sbx = envd_sandbox(&st, &headers, &target, None).await?;
+        if method == "Start" {
+            super::limit(&st, &sbx.user, crate::rate_limit::RequestClass::Exec)
+                .map_err(|e| RpcError::new(Code::ResourceExhausted, e.1))?;
+        }
         match method.as_str() {
             "Start" => start(&st, &sbx, &req, &headers).await,
             "Connect" => {
