@@ -139,6 +139,60 @@ impl Default for GvisorOptions {
     }
 }
 
+/// Settings of the `vm` engine (all optional). It shares lohar, images, networking and DNS
+/// with the namespace engine's settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VmOptions {
+    /// Guest kernel (bzImage). Absent: the newest `/boot/vmlinuz-*-cloud-amd64` (Debian's
+    /// `linux-image-cloud-amd64`), else one unpacked by `scripts/vm-kernel` under
+    /// `<data_dir>/vm/kernel` or `/var/tmp/bhatti-vm-kernel`.
+    pub kernel: Option<PathBuf>,
+    /// The kernel's modules directory (with `modules.dep`). Absent: `lib/modules/<version>`
+    /// beside the kernel's `boot/`, else `/lib/modules/<version>`.
+    pub modules_dir: Option<PathBuf>,
+    /// Extra kernel modules lohar loads in the guest, besides virtio_pci/blk/net.
+    pub extra_modules: Vec<String>,
+    /// The QEMU binary (Debian package `qemu-system-x86`).
+    pub qemu: PathBuf,
+    /// `auto` (KVM when this host's KVM can run ordinary guests, else TCG emulation with a
+    /// warning), `kvm` or `tcg`.
+    pub accel: String,
+    /// Size of every VM's root filesystem (sparse; the base ext4 of each image).
+    pub disk_size_mb: u64,
+    /// Memory QEMU may use beyond guest RAM (its cgroup's cap is RAM + this).
+    pub memory_overhead_mb: u64,
+    /// TCG translation cache in MiB (added to the cap under TCG).
+    pub tcg_tb_mb: u64,
+    /// User QEMU drops to once its devices are open; empty keeps root.
+    pub runas: String,
+    /// Keep each VM's serial console in `<sandbox dir>/console.log` (debugging).
+    pub console_log: bool,
+    /// cgroup parent group of the QEMU processes.
+    pub cgroup_parent: String,
+    /// Seconds create (boot) waits for lohar to answer.
+    pub ready_timeout_secs: u64,
+}
+
+impl Default for VmOptions {
+    fn default() -> Self {
+        Self {
+            kernel: None,
+            modules_dir: None,
+            extra_modules: Vec::new(),
+            qemu: PathBuf::from("/usr/bin/qemu-system-x86_64"),
+            accel: "auto".into(),
+            disk_size_mb: 4096,
+            memory_overhead_mb: 256,
+            tcg_tb_mb: 64,
+            runas: "nobody".into(),
+            console_log: false,
+            cgroup_parent: "bhatti-vm".into(),
+            ready_timeout_secs: 120,
+        }
+    }
+}
+
 impl ServerConfig {
     /// The engines to run, the default first and each once.
     pub fn enabled_engines(&self) -> Vec<String> {
@@ -170,6 +224,8 @@ pub struct ServerConfig {
     pub namespace: NamespaceOptions,
     /// Settings of the `gvisor` engine.
     pub gvisor: GvisorOptions,
+    /// Settings of the `vm` engine.
+    pub vm: VmOptions,
     /// Path-mode public proxy listen address (`http://<addr>/<alias>/…`).
     pub public_proxy_listen: Option<String>,
     /// Domain mode: Host routing (`<alias>.<proxy_zone>`, `api_host`), optional TLS.
@@ -211,6 +267,7 @@ impl Default for ServerConfig {
             engines: Vec::new(),
             namespace: NamespaceOptions::default(),
             gvisor: GvisorOptions::default(),
+            vm: VmOptions::default(),
             public_proxy_listen: None,
             domain: None,
             public_proxy: crate::public_proxy::PublicProxyConfig::default(),
@@ -327,6 +384,10 @@ mod tests {
         assert_eq!(c.enabled_engines(), ["gvisor", "namespace"]);
         assert_eq!(c.gvisor.platform, "kvm");
         assert_eq!(ServerConfig::default().enabled_engines(), ["namespace"]);
+        let c = ServerConfig::from_yaml("engines: [vm]\nvm: {accel: tcg, runas: \"\"}\n").unwrap();
+        assert_eq!(c.enabled_engines(), ["namespace", "vm"]);
+        assert_eq!(c.vm.accel, "tcg");
+        assert_eq!(c.vm.disk_size_mb, 4096);
     }
 
     #[test]

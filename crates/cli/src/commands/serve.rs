@@ -12,6 +12,7 @@ use anyhow::{bail, Context, Result};
 use bhatti_engine::image::ImageStore;
 use bhatti_engine::namespace::{NamespaceConfig, NamespaceEngine};
 use bhatti_engine::net::{NetConfig, Network};
+use bhatti_engine::vm::{VmConfig, VmEngine};
 use bhatti_engine::{Engine, Router, Unavailable};
 use bhatti_server::ServerConfig;
 
@@ -85,8 +86,21 @@ async fn open_one(
             ensure_default_image(config, engine.images()).await?;
             Ok(Arc::new(engine))
         }
+        "vm" => {
+            let cfg = vm_config(config)?;
+            let engine = match net.clone() {
+                Some(n) => VmEngine::with_network(cfg, n).await,
+                None => VmEngine::new(cfg).await,
+            }
+            .map_err(|e| anyhow::anyhow!("cannot start the vm engine: {e}"))?;
+            net.get_or_insert_with(|| engine.network());
+            ensure_default_image(config, engine.images()).await?;
+            Ok(Arc::new(engine))
+        }
         other => {
-            bail!("unknown engine {other:?} (this build supports `namespace`, `gvisor` and `none`)")
+            bail!(
+                "unknown engine {other:?} (this build supports `namespace`, `gvisor`, `vm` and `none`)"
+            )
         }
     }
 }
@@ -132,6 +146,57 @@ fn namespace_config(config: &ServerConfig) -> Result<NamespaceConfig> {
         },
         dns: ns.dns.clone(),
         ready_timeout: Duration::from_secs(ns.ready_timeout_secs),
+    })
+}
+
+/// Maps the daemon config to the vm engine's (lohar, images, network and DNS from the
+/// namespace settings).
+fn vm_config(config: &ServerConfig) -> Result<VmConfig> {
+    let ns = namespace_config(config)?;
+    let vm = &config.vm;
+    let vm_dir = config.data_dir.join("vm");
+    let kernel = match &vm.kernel {
+        Some(k) => k.clone(),
+        None => bhatti_engine::vm::find_kernel(&[
+            vm_dir.join("kernel"),
+            PathBuf::from("/var/tmp/bhatti-vm-kernel"),
+        ])
+        .context(
+            "no guest kernel for the vm engine: apt install linux-image-cloud-amd64, \
+             or run scripts/vm-kernel, or set vm.kernel",
+        )?,
+    };
+    let accel = match vm.accel.as_str() {
+        "auto" => None,
+        a => Some(
+            a.parse()
+                .map_err(|e: String| anyhow::anyhow!("vm.accel: {e}"))?,
+        ),
+    };
+    let mut modules: Vec<String> = bhatti_engine::vm::initramfs::DEFAULT_MODULES
+        .iter()
+        .map(|m| m.to_string())
+        .collect();
+    modules.extend(vm.extra_modules.iter().cloned());
+    Ok(VmConfig {
+        sandboxes_dir: vm_dir.join("sandboxes"),
+        cache_dir: vm_dir.clone(),
+        images_dir: ns.images_dir,
+        lohar: ns.lohar,
+        kernel,
+        modules_dir: vm.modules_dir.clone(),
+        modules,
+        qemu: vm.qemu.clone(),
+        accel,
+        disk_size_mb: vm.disk_size_mb,
+        memory_overhead_mb: vm.memory_overhead_mb,
+        tcg_tb_mb: vm.tcg_tb_mb,
+        runas: Some(vm.runas.clone()).filter(|u| !u.is_empty()),
+        console_log: vm.console_log,
+        cgroup_parent: vm.cgroup_parent.clone(),
+        net: ns.net,
+        dns: ns.dns,
+        ready_timeout: Duration::from_secs(vm.ready_timeout_secs),
     })
 }
 

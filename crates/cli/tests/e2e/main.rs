@@ -9,4 +9,5 @@ mod ops;
 mod proxy;
 mod shell;
 mod thermal;
+mod vm;
 mod webshell;

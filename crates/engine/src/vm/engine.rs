@@ -357,6 +357,11 @@ impl VmEngine {
         self.get(engine_id).map(|r| r.cgroup.clone())
     }
 
+    /// The image store.
+    pub fn images(&self) -> &ImageStore {
+        &self.images
+    }
+
     /// The network it attaches VMs to (to share with engines started after it).
     pub fn network(&self) -> Network {
         self.net.clone()
