@@ -4,6 +4,7 @@
 
 mod harness;
 
+mod api_contract;
 mod lifecycle;
 mod ops;
 mod proxy;

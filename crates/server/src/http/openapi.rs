@@ -4,9 +4,7 @@ use axum::Json;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{
-    exec, files, health, proxy, publish, sandboxes, secrets, sessions, shell, webshell,
-};
+use super::{exec, files, health, proxy, publish, sandboxes, secrets, sessions, shell, webshell};
 
 /// The API description served at `/openapi.json`.
 #[derive(OpenApi)]
@@ -79,11 +77,100 @@ impl Modify for BearerAuth {
     }
 }
 
-/// The document as a value (version filled in).
+/// The document as a value (version filled in, and the answers every route can give added).
 pub fn document() -> utoipa::openapi::OpenApi {
     let mut doc = ApiDoc::openapi();
     doc.info.version = bhatti_api::VERSION.to_string();
+    add_common_responses(&mut doc);
     doc
+}
+
+/// Paths served without a key (and outside the per-user rate limits): `auth::PUBLIC_PATHS`.
+const UNAUTHENTICATED: &[&str] = &["/health"];
+
+/// Adds what the middleware answers on every authenticated route (401 without a valid key, 429
+/// with `Retry-After` past the user's rate limit), and 400 on WebSocket routes for a request that
+/// is not an upgrade, unless the handler documents them itself. Found by the API contract test
+/// (schemathesis): these answers were real but missing from the document.
+fn add_common_responses(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::header::HeaderBuilder;
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+
+    let error = |description: &str| {
+        ResponseBuilder::new().description(description).content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("ErrorBody")))
+                .build(),
+        )
+    };
+    let unauthorized = error("Missing, malformed or unknown API key").build();
+    let retry_after = HeaderBuilder::new()
+        .schema(utoipa::openapi::schema::Object::with_type(
+            utoipa::openapi::schema::Type::Integer,
+        ))
+        .description(Some("Seconds until a request may succeed"))
+        .build();
+    let limited = error("Rate limit reached; retry after `Retry-After` seconds")
+        .header("Retry-After", retry_after.clone())
+        .build();
+    // axum's upgrade extractor rejects a plain request in text/plain, before the handler runs.
+    let plain = ContentBuilder::new()
+        .schema(Some(utoipa::openapi::schema::Object::with_type(
+            utoipa::openapi::schema::Type::String,
+        )))
+        .build();
+    let not_upgrade = error("Bad request, or not a WebSocket upgrade request")
+        .content("text/plain; charset=utf-8", plain.clone())
+        .build();
+    for (path, item) in doc.paths.paths.iter_mut() {
+        if UNAUTHENTICATED.contains(&path.as_str()) {
+            continue;
+        }
+        let ws = path.ends_with("/ws");
+        for op in [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.options,
+            &mut item.head,
+            &mut item.patch,
+            &mut item.trace,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let r = &mut op.responses.responses;
+            r.entry("401".into())
+                .or_insert_with(|| unauthorized.clone().into());
+            match r
+                .entry("429".into())
+                .or_insert_with(|| limited.clone().into())
+            {
+                // A handler's own 429 (e.g. the sandbox limit) still carries the header.
+                utoipa::openapi::RefOr::T(resp) => {
+                    resp.headers
+                        .entry("Retry-After".into())
+                        .or_insert_with(|| retry_after.clone());
+                }
+                utoipa::openapi::RefOr::Ref(_) => {}
+            }
+            if ws {
+                match r.get_mut("400") {
+                    Some(utoipa::openapi::RefOr::T(resp)) => {
+                        resp.content
+                            .entry("text/plain; charset=utf-8".into())
+                            .or_insert_with(|| plain.clone());
+                    }
+                    Some(_) => {}
+                    None => {
+                        r.insert("400".into(), not_upgrade.clone().into());
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// This API's OpenAPI 3 document.

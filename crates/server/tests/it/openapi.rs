@@ -49,5 +49,20 @@ async fn openapi_lists_every_route_and_error_shape() {
         assert!(doc["components"]["schemas"][schema].is_object(), "{schema}");
     }
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+    // Every authenticated route documents the middleware's answers (found missing by the API
+    // contract test).
+    for (method, path) in bhatti_server::routes::ROUTES {
+        if *path == "/health" {
+            continue;
+        }
+        let responses = &doc["paths"][path][method]["responses"];
+        for code in ["401", "429"] {
+            assert!(responses[code].is_object(), "{method} {path} lacks {code}");
+        }
+        assert!(responses["429"]["headers"]["Retry-After"].is_object());
+        if path.ends_with("/ws") {
+            assert!(responses["400"].is_object(), "{method} {path} lacks 400");
+        }
+    }
     app.stop().await;
 }
