@@ -24,6 +24,8 @@ pub struct Daemon {
     pub images: PathBuf,
     /// The daemon's cgroup parent group.
     pub cgroup_parent: String,
+    /// Whether the vm engine is enabled (QEMU and a guest kernel were found).
+    pub vm: bool,
 }
 
 impl Daemon {
@@ -49,7 +51,7 @@ impl Daemon {
             "listen: 127.0.0.1:{port}\ndata_dir: {data}\nlog_level: warn\nfirst_start_cli_config: {home}/cli.yaml\n\
              admin: {{max_sandboxes: 500, max_cpus: 4, max_memory_mb: 4096}}\n\
              rate_limits:\n  create: {{burst: 100000, per_minute: 1000000}}\n  exec: {{burst: 100000, per_minute: 1000000}}\n  other: {{burst: 100000, per_minute: 1000000}}\n\
-             thermal: {{tick_ms: 100, warm_after_ms: 500}}\n\
+             thermal: {{tick_ms: 100, warm_after_ms: 500, cold_after_ms: 1000, wake_timeout_ms: 30000}}\n\
              public_proxy_listen: 127.0.0.1:{public_port}\n\
              namespace:\n  lohar_path: {lohar}\n  images_dir: {images}\n  cgroup_parent: {parent}\n  build_default_image: false\n  uid_base: 40000000\n",
             data = dir.path().join("data").display(),
@@ -58,6 +60,16 @@ impl Daemon {
             parent = cgroup_parent(),
             public_port = PUBLIC_PORT,
         );
+        // The vm engine too, when this host has QEMU and a guest kernel (scripts/vm-kernel).
+        let vm_kernel = vm_kernel();
+        let config = match &vm_kernel {
+            Some(k) => format!(
+                "{config}engines: [vm]\nvm:\n  kernel: {}\n  cgroup_parent: {}\n  disk_size_mb: 1024\n",
+                k.display(),
+                vm_cgroup_parent()
+            ),
+            None => config,
+        };
         std::fs::write(dir.path().join("config.yaml"), config)?;
         let log = std::fs::File::create(dir.path().join("daemon.log"))?;
         let child = Command::new(&bin)
@@ -101,12 +113,38 @@ impl Daemon {
             bin,
             images,
             cgroup_parent: cgroup_parent(),
+            vm: vm_kernel.is_some(),
         })
     }
 }
 
 /// The public (path-mode) proxy's port.
 pub const PUBLIC_PORT: u16 = 18443;
+
+/// The guest kernel for the vm scenarios: `BHATTI_VM_KERNEL`, else one unpacked by
+/// scripts/vm-kernel; `None` (vm scenarios skipped) without it or without QEMU.
+fn vm_kernel() -> Option<PathBuf> {
+    if !std::path::Path::new("/usr/bin/qemu-system-x86_64").exists() {
+        return None;
+    }
+    if let Some(k) = std::env::var_os("BHATTI_VM_KERNEL") {
+        return Some(PathBuf::from(k));
+    }
+    std::fs::read_dir("/var/tmp/bhatti-vm-kernel/boot")
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("vmlinuz-"))
+        })
+}
+
+/// The vm engine's cgroup parent for this run.
+fn vm_cgroup_parent() -> String {
+    format!("bhatti-bench-vm-{}", std::process::id())
+}
 
 /// This run's cgroup parent (removed when the daemon stops).
 fn cgroup_parent() -> String {
@@ -123,6 +161,7 @@ impl Drop for Daemon {
         if let Ok(controllers) = std::fs::read_dir("/sys/fs/cgroup") {
             for c in controllers.flatten() {
                 let _ = std::fs::remove_dir(c.path().join(cgroup_parent()));
+                let _ = std::fs::remove_dir(c.path().join(vm_cgroup_parent()));
             }
         }
     }

@@ -7,6 +7,7 @@ mod daemon;
 mod more;
 mod scenarios;
 mod stats;
+mod vm;
 
 use std::path::PathBuf;
 

@@ -245,7 +245,15 @@ pub async fn run_all(
     crate::more::stop_start(d, quick, rows).await?;
     crate::more::proxies(d, quick, rows).await?;
     crate::more::idle_memory(d, quick, figures).await?;
-    let _ = not_run;
+    if d.vm {
+        crate::vm::scenarios(d, quick, rows).await?;
+    } else {
+        not_run.push((
+            "vm engine (create, exec, warm and cold wake)".into(),
+            "no QEMU or guest kernel on this host (apt install qemu-system-x86; scripts/vm-kernel)"
+                .into(),
+        ));
+    }
     Ok(())
 }
 
