@@ -135,8 +135,15 @@ impl NamespaceEngine {
             .cgroups
             .create(&spec.id, &limits)
             .map_err(|e| io("create cgroup", e))?;
+        // The old address only if nobody took it while the sandbox was stopped; else any free
+        // one (the store records the new one). Found by the API contract test: start answered
+        // 500 "IP … is already used by sandbox …".
+        let want_ip = self
+            .net
+            .ip_available(spec.subnet_index, &spec.id, meta.ip)
+            .then_some(meta.ip);
         match self
-            .start(spec, meta.slot, image_rootfs, &cgroup, Some(meta.ip))
+            .start(spec, meta.slot, image_rootfs, &cgroup, want_ip)
             .await
         {
             Ok(created) => {

@@ -169,6 +169,17 @@ impl Ipam {
         pool.owners.get(key).map(|&o| host(pool.subnet, o))
     }
 
+    /// Whether `ip` is free for sandbox `key` (unused, or held by `key` itself).
+    pub fn available(&self, subnet_index: u32, key: &str, ip: Ipv4Addr) -> bool {
+        let Some(pool) = self.pools.get(&subnet_index) else {
+            return true;
+        };
+        match pool.used.get(&ip.octets()[3]) {
+            None => true,
+            Some(owner) => owner == key && pool.subnet.contains(&ip),
+        }
+    }
+
     /// How many sandboxes of user `subnet_index` hold an address.
     pub fn in_use(&self, subnet_index: u32) -> usize {
         self.pools.get(&subnet_index).map_or(0, |p| p.owners.len())
@@ -233,6 +244,17 @@ mod tests {
         assert_eq!(user_subnet(odd, 1).unwrap().to_string(), "192.168.1.0/24");
         let tiny: Ipv4Net = "10.0.0.0/25".parse().unwrap();
         assert!(matches!(user_subnet(tiny, 1), Err(NetError::Config { .. })));
+    }
+
+    #[test]
+    fn available_only_when_unused_or_own() {
+        let mut ipam = Ipam::new(base());
+        assert!(ipam.available(1, "x", ip("10.0.1.2")));
+        let a = ipam.allocate(1, "x", None).unwrap();
+        assert!(ipam.available(1, "x", a));
+        assert!(!ipam.available(1, "y", a));
+        ipam.release(1, "x");
+        assert!(ipam.available(1, "y", a));
     }
 
     #[test]

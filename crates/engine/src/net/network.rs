@@ -142,6 +142,12 @@ impl Network {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Whether `ip` is free for sandbox `key` of user `subnet_index` (a stopped sandbox's old
+    /// address may have gone to another sandbox meanwhile).
+    pub fn ip_available(&self, subnet_index: u32, key: &str, ip: Ipv4Addr) -> bool {
+        self.state().ipam.available(subnet_index, key, ip)
+    }
+
     fn with_ipam<T>(&self, f: impl FnOnce(&mut Ipam) -> T) -> T {
         f(&mut self.state().ipam)
     }
