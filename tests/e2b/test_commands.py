@@ -2,7 +2,7 @@ import threading
 import time
 
 import pytest
-from e2b import CommandExitException, PtySize, Sandbox, TimeoutException
+from e2b import CommandExitException, InvalidArgumentException, PtySize, Sandbox, TimeoutException
 
 
 def test_run_foreground(sbx):
@@ -132,3 +132,10 @@ def test_background_timeout_kills_without_a_client(sbx):
         time.sleep(0.3)
     assert h.pid not in [p.pid for p in sbx.commands.list()]
     assert sbx.commands.run("pgrep -x sleep || true").stdout == ""
+
+
+def test_run_as_root_or_the_default_user(sbx):
+    assert sbx.commands.run("id -u; echo $HOME; pwd", user="root").stdout == "0\n/root\n/root\n"
+    assert sbx.commands.run("id -u; echo $HOME", user="user").stdout == "1000\n/home/user\n"
+    with pytest.raises(InvalidArgumentException):
+        sbx.commands.run("true", user="nobody")

@@ -24,7 +24,7 @@ const DRAIN_GRACE: Duration = Duration::from_millis(250);
 
 /// Runs `req` with pipes and relays it over the connection until the process exits.
 pub async fn run(agent: Arc<Agent>, req: ExecRequest, mut rd: FrameReader, wr: FrameWriter) {
-    let mut cmd = agent.ctx.command(
+    let mut cmd = agent.ctx.for_request(req.root).command(
         &req.argv,
         req.env.as_ref(),
         req.cwd.as_deref(),

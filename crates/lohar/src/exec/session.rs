@@ -217,9 +217,12 @@ pub fn start(
     } else {
         Grouping::Session
     };
-    let mut cmd = agent
-        .ctx
-        .command(&req.argv, req.env.as_ref(), req.cwd.as_deref(), grouping);
+    let mut cmd = agent.ctx.for_request(req.root).command(
+        &req.argv,
+        req.env.as_ref(),
+        req.cwd.as_deref(),
+        grouping,
+    );
 
     let spawn_err = |e: std::io::Error| SessionError::Spawn(spawn_failure(&req.argv[0], &e).1);
     let (child, exit_rx, input, output): (_, _, Input, Output) = if req.tty {

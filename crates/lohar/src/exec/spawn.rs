@@ -42,6 +42,18 @@ impl ProcessContext {
         env
     }
 
+    /// The context of one request: with v2 `root`, lohar's own identity (no uid drop).
+    pub fn for_request(&self, root: bool) -> std::borrow::Cow<'_, ProcessContext> {
+        if root && self.run_as.is_some() {
+            std::borrow::Cow::Owned(ProcessContext {
+                env: self.env.clone(),
+                run_as: None,
+            })
+        } else {
+            std::borrow::Cow::Borrowed(self)
+        }
+    }
+
     /// Builds the command for `argv` with request env and cwd applied.
     pub fn command(
         &self,
@@ -107,4 +119,19 @@ pub fn spawn_failure(argv0: &str, err: &std::io::Error) -> (i32, String) {
         _ => 126,
     };
     (code, format!("lohar: exec {argv0}: {err}\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_requests_keep_lohars_identity() {
+        let ctx = ProcessContext {
+            env: BTreeMap::new(),
+            run_as: Some((1000, 1000)),
+        };
+        assert_eq!(ctx.for_request(false).run_as, Some((1000, 1000)));
+        assert_eq!(ctx.for_request(true).run_as, None);
+    }
 }

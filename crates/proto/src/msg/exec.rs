@@ -47,6 +47,10 @@ pub struct ExecRequest {
     /// a process that cannot be started is then an ERROR frame.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub report_pid: bool,
+    /// v2: run as lohar's own identity (root in the sandbox) instead of the sandbox user
+    /// (piped execs and new sessions).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub root: bool,
 }
 
 impl ExecRequest {

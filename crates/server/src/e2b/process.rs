@@ -306,15 +306,30 @@ async fn start(
     let tag = req.get("tag").and_then(Value::as_str).map(str::to_string);
     let pty = req.get("pty").filter(|v| !v.is_null());
     let keep_stdin = req.get("stdin").and_then(Value::as_bool).unwrap_or(false);
+    let root = match request_user(headers)? {
+        None => false,
+        Some(u) if u == sbx.meta.tpl.user => false,
+        Some(u) if u == "root" => true,
+        Some(u) => return Err(RpcError::new(
+            Code::InvalidArgument,
+            format!(
+                "user {u:?} is not supported by bhatti: use the default user ({:?}) or \"root\"",
+                sbx.meta.tpl.user
+            ),
+        )),
+    };
     let agent = sbx.agent(st).await?;
 
     let mut env = sbx.meta.envs.clone();
+    let home = if root {
+        env.insert("HOME".into(), "/root".into());
+        env.insert("USER".into(), "root".into());
+        "/root".to_string()
+    } else {
+        sbx.meta.tpl.home.clone()
+    };
     env.extend(cfg.envs.clone());
-    let cwd = cfg
-        .cwd
-        .clone()
-        .filter(|c| !c.is_empty())
-        .unwrap_or_else(|| sbx.meta.tpl.home.clone());
+    let cwd = cfg.cwd.clone().filter(|c| !c.is_empty()).unwrap_or(home);
     let mut argv = vec![cfg.cmd.clone()];
     argv.extend(cfg.args.iter().cloned());
     let dim = |k: &str| {
@@ -327,6 +342,7 @@ async fn start(
         env: Some(env),
         cwd: Some(cwd),
         tty: pty.is_some(),
+        root,
         rows: dim("rows"),
         cols: dim("cols"),
         ..Default::default()
@@ -492,6 +508,23 @@ fn far_future() -> tokio::time::Instant {
     tokio::time::Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600)
 }
 
+/// The user of an envd request: `Authorization: Basic base64("<user>:")`, absent = default.
+fn request_user(headers: &HeaderMap) -> Result<Option<String>, RpcError> {
+    let Some(v) = headers.get(axum::http::header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let bad = || RpcError::new(Code::InvalidArgument, "invalid Authorization header");
+    let b64 = v
+        .to_str()
+        .ok()
+        .and_then(|v| v.strip_prefix("Basic "))
+        .ok_or_else(bad)?;
+    let raw = pbjson::from_b64(b64.trim()).ok_or_else(bad)?;
+    let text = String::from_utf8(raw).map_err(|_| bad())?;
+    let user = text.split(':').next().unwrap_or_default();
+    Ok((!user.is_empty()).then(|| user.to_string()))
+}
+
 /// An mpsc receiver as a stream (without pulling in tokio-stream).
 pub(super) fn tokio_stream_of<T: Send + 'static>(
     rx: mpsc::Receiver<T>,
@@ -523,6 +556,16 @@ mod tests {
         assert_eq!(signal_of(Some(&json!("SIGNAL_SIGTERM"))).unwrap(), 15);
         assert_eq!(signal_of(Some(&json!(15))).unwrap(), 15);
         assert!(signal_of(Some(&json!("SIGNAL_UNSPECIFIED"))).is_err());
+    }
+
+    #[test]
+    fn users() {
+        let mut h = HeaderMap::new();
+        assert_eq!(request_user(&h).unwrap(), None);
+        h.insert("authorization", "Basic cm9vdDo=".parse().unwrap());
+        assert_eq!(request_user(&h).unwrap().as_deref(), Some("root"));
+        h.insert("authorization", "Bearer x".parse().unwrap());
+        assert!(request_user(&h).is_err());
     }
 
     #[test]
