@@ -461,6 +461,11 @@ vm_test!(
 
         // The daemon dies without cleaning up (the engine value is simply gone); its VMs run on.
         let cfg = t.engine.config().clone();
+        // A stopped VM's directory (its files) is not running, so it is not listed either:
+        // the sweep must keep it.
+        let stopped_dir = cfg.sandboxes_dir.join(rand_hex(8));
+        std::fs::create_dir_all(&stopped_dir).unwrap();
+        std::fs::write(stopped_dir.join("stopped"), b"").unwrap();
         let old = std::mem::replace(&mut t.engine, Arc::new(VmEngine::new(cfg).await.unwrap()));
         drop(old);
         assert!(std::path::Path::new(&format!("/proc/{qemu_a}")).exists());
@@ -483,6 +488,10 @@ vm_test!(
             ..b
         };
         assert_eq!(stdout(&sh(&b, "cat /workspace/f").await), "cold-file");
+        assert!(
+            stopped_dir.join("stopped").exists(),
+            "a stopped VM survives the sweep"
+        );
         // The one nobody asked for is gone, QEMU and TAP included.
         assert!(!std::path::Path::new(&format!("/proc/{qemu_c}")).exists());
         assert!(!t.dir.path().join("sandboxes").join(&c.engine_id).exists());

@@ -100,6 +100,32 @@ pub fn find_kernel(extra_dirs: &[PathBuf]) -> Option<PathBuf> {
         .find_map(|d| newest(&d))
 }
 
+/// Deletes the cached initramfs files of earlier lohar or kernel versions, except those a VM
+/// still names in its `vm.json` (a cold VM must restore with the initramfs it booted).
+fn remove_unused_initramfs(cache_dir: &Path, current: &Path, sandboxes_dir: &Path) {
+    let mut used: HashSet<PathBuf> = HashSet::from([current.to_path_buf()]);
+    if let Ok(rd) = std::fs::read_dir(sandboxes_dir) {
+        for e in rd.flatten() {
+            let meta = std::fs::read(e.path().join(META_FILE))
+                .ok()
+                .and_then(|b| serde_json::from_slice::<VmMeta>(&b).ok());
+            if let Some(m) = meta {
+                used.insert(m.initrd);
+            }
+        }
+    }
+    let Ok(rd) = std::fs::read_dir(cache_dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with("initramfs-") && name.ends_with(".cpio") && !used.contains(&e.path()) {
+            tracing::debug!(path = %e.path().display(), "removing unused initramfs");
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
 /// The engine's record of one VM (`vm.json` in its directory; also `Created::meta`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct VmMeta {
@@ -310,6 +336,7 @@ impl VmEngine {
                 .await
                 .map_err(|e| io("build initramfs", e))?
                 .map_err(|e| unavailable(format!("initramfs: {e}")))?;
+        remove_unused_initramfs(&cfg.cache_dir, &initrd, &cfg.sandboxes_dir);
         let images = ImageStore::new(&cfg.images_dir).map_err(|e| io("create images dir", e))?;
         let cgroups =
             Cgroups::detect(&cfg.cgroup_parent).map_err(|e| unavailable(e.to_string()))?;
@@ -876,7 +903,10 @@ impl VmEngine {
         if let Ok(rd) = std::fs::read_dir(&self.cfg.sandboxes_dir) {
             for e in rd.flatten() {
                 let id = e.file_name().to_string_lossy().into_owned();
-                if valid_key(&id) && !wanted.contains(&id) {
+                // A stopped VM is not running, so the server does not list it; its
+                // directory (the user's files) stays for `start`.
+                let stopped = e.path().join(STOPPED_MARKER).exists();
+                if valid_key(&id) && !wanted.contains(&id) && !stopped {
                     let subnet = self.load_meta(&id).map(|m| m.subnet_index);
                     tracing::info!(sandbox = %id, "removing orphaned VM");
                     self.teardown(&id, subnet, true).await;
@@ -1029,6 +1059,49 @@ mod tests {
         assert_eq!(m.observe(521_000, s(2_000), 0.05), 450_000);
         // Idle again: the total stays.
         assert_eq!(m.observe(521_000, s(3_000), 0.05), 450_000);
+    }
+
+    #[test]
+    fn unused_initramfs_removed_used_kept() {
+        let d = tempfile::tempdir().unwrap();
+        let cache = d.path().join("cache");
+        let sbx = d.path().join("sandboxes");
+        std::fs::create_dir_all(&cache).unwrap();
+        std::fs::create_dir_all(sbx.join("0123456789abcdef")).unwrap();
+        for n in [
+            "initramfs-a.cpio",
+            "initramfs-b.cpio",
+            "initramfs-c.cpio",
+            "other",
+        ] {
+            std::fs::write(cache.join(n), b"x").unwrap();
+        }
+        let meta = VmMeta {
+            subnet_index: 1,
+            ip: Ipv4Addr::new(10, 0, 1, 2),
+            mac: "52:54:00:01:23:45".into(),
+            image: "tiny".into(),
+            base: "/b".into(),
+            vcpus: 1,
+            memory_mb: 256,
+            cpus: 1.0,
+            accel: Accel::Tcg,
+            kernel: "/k".into(),
+            initrd: cache.join("initramfs-b.cpio"),
+        };
+        std::fs::write(
+            sbx.join("0123456789abcdef").join(META_FILE),
+            serde_json::to_vec(&meta).unwrap(),
+        )
+        .unwrap();
+        remove_unused_initramfs(&cache, &cache.join("initramfs-c.cpio"), &sbx);
+        assert!(!cache.join("initramfs-a.cpio").exists());
+        assert!(
+            cache.join("initramfs-b.cpio").exists(),
+            "a VM still uses it"
+        );
+        assert!(cache.join("initramfs-c.cpio").exists(), "current");
+        assert!(cache.join("other").exists());
     }
 
     #[test]
