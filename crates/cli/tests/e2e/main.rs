@@ -5,6 +5,7 @@
 mod harness;
 
 mod api_contract;
+mod escape;
 mod lifecycle;
 mod ops;
 mod proxy;

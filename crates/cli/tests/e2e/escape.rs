@@ -1,0 +1,424 @@
+//! Escape and isolation checks through the whole stack (daemon + namespace engine + lohar), as
+//! root with real sandboxes. The engine's own checklist (masked /proc, caps, seccomp, network
+//! rules…) is in crates/engine/tests; these add what a user of the API could try.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::harness::Daemon;
+use crate::require_e2e;
+
+fn rand_hex(n: usize) -> String {
+    use std::io::Read;
+    let mut b = vec![0u8; n];
+    std::fs::File::open("/dev/urandom")
+        .unwrap()
+        .read_exact(&mut b)
+        .unwrap();
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// `sh -c script` in sandbox `name`; returns (exit code, stdout, stderr).
+fn sh(d: &Daemon, name: &str, script: &str) -> (i32, String, String) {
+    d.cli(&["exec", name, "--", "sh", "-c", script])
+}
+
+/// Runs `f` until it returns true or `limit` passes.
+fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let t0 = Instant::now();
+    while t0.elapsed() < limit {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    false
+}
+
+/// The file API runs inside the sandbox's mount namespace: symlinks to `/`, `/proc/1/root` or
+/// `/proc/self/root`, and `..` segments, all resolve inside the sandbox, for reads, writes and
+/// listings. A marker file on the host is never reachable.
+#[test]
+fn file_api_stays_inside_the_sandbox() {
+    require_e2e!();
+    let d = Daemon::start();
+    d.ok(&["create", "--name", "box", "--image", "tiny"]);
+    let tag = rand_hex(6);
+    let host_marker = format!("/tmp/bhatti-escape-{tag}");
+    std::fs::write(&host_marker, "HOST-SECRET").unwrap();
+    let (c, _, err) = sh(
+        &d,
+        "box",
+        "ln -s / /workspace/rootlink && ln -s /proc/1/root /workspace/p1 && \
+         ln -s /proc/self/root /workspace/self && ln -s /proc/1/cwd /workspace/cwd1",
+    );
+    assert_eq!(c, 0, "{err}");
+
+    // Reads through links and `..` give the sandbox's files.
+    for p in [
+        "/workspace/rootlink/etc/hostname",
+        "/workspace/p1/etc/hostname",
+        "/workspace/self/etc/hostname",
+        "/workspace/../../../../../etc/hostname",
+        "/workspace/p1/../../../etc/hostname",
+    ] {
+        let (c, out, err) = d.cli(&["file", "read", "box", p]);
+        assert_eq!(c, 0, "read {p}: {err}");
+        assert_eq!(out.trim(), "box", "read {p} gave another hostname");
+    }
+    // The host's marker is not there, however it is named.
+    for p in [
+        host_marker.clone(),
+        format!("/workspace/rootlink{host_marker}"),
+        format!("/workspace/p1{host_marker}"),
+        format!("/workspace/../../..{host_marker}"),
+        format!("/proc/1/root{host_marker}"),
+        format!("/workspace/cwd1/../../..{host_marker}"),
+    ] {
+        let (c, out, _) = d.cli(&["file", "read", "box", &p]);
+        assert!(
+            c != 0 && !out.contains("HOST-SECRET"),
+            "read {p} reached the host: {out}"
+        );
+    }
+    // Writes through links and `..` land in the sandbox, never on the host.
+    for (i, p) in [
+        format!("/workspace/rootlink/tmp/escape-{tag}-0"),
+        format!("/workspace/p1/tmp/escape-{tag}-1"),
+        format!("/workspace/../../../tmp/escape-{tag}-2"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let (c, _, err) = d.cli_stdin(&["file", "write", "box", p], b"PAYLOAD");
+        assert_eq!(c, 0, "write {p}: {err}");
+        let host = format!("/tmp/escape-{tag}-{i}");
+        assert!(
+            !std::path::Path::new(&host).exists(),
+            "write {p} landed on the host"
+        );
+        let (_, out, _) = sh(&d, "box", &format!("cat /tmp/escape-{tag}-{i}"));
+        assert_eq!(
+            out, "PAYLOAD",
+            "write {p} did not land in the sandbox's /tmp"
+        );
+    }
+    // Listing the root through a link lists the sandbox's root (no host data dir in it).
+    let ls = d.ok(&["file", "ls", "box", "/workspace/rootlink/"]);
+    assert!(ls.contains("workspace"), "{ls}");
+    let ls_tmp = d.ok(&["file", "ls", "box", "/workspace/p1/tmp/"]);
+    assert!(
+        !ls_tmp.contains(&format!("bhatti-escape-{tag}")),
+        "{ls_tmp}"
+    );
+    std::fs::remove_file(&host_marker).unwrap();
+    d.ok(&["destroy", "box", "-y"]);
+}
+
+/// As the sandbox user (uid 1000): no writes to /sys, no device nodes, no ptrace of lohar (PID
+/// 1) and none of its /proc secrets; as sandbox root: another sandbox's files are not reachable
+/// through /proc/<pid>/root (its processes are not even visible).
+#[test]
+fn privileged_operations_and_other_sandboxes_are_out_of_reach() {
+    require_e2e!();
+    let d = Daemon::start();
+    d.ok(&["create", "--name", "a", "--image", "minimal"]);
+    d.ok(&["create", "--name", "b", "--image", "tiny"]);
+    let tag = rand_hex(6);
+    let (c, _, err) = sh(
+        &d,
+        "b",
+        &format!("echo B-SECRET-{tag} > /workspace/b-secret; sleep 600 >/dev/null 2>&1 &"),
+    );
+    assert_eq!(c, 0, "{err}");
+
+    let script = r#"
+        id -u
+        echo 1 > /sys/kernel/profiling 2>/dev/null && echo SYS-WRITABLE
+        touch /sys/fs/cgroup/x 2>/dev/null && echo CGROUP-WRITABLE
+        mknod /tmp/null2 c 1 3 2>/dev/null && echo MKNOD-CHAR
+        mknod /tmp/blk b 8 0 2>/dev/null && echo MKNOD-BLOCK
+        mkfifo /tmp/fifo && echo fifo-ok
+        cat /proc/1/environ 2>/dev/null | grep -q . && echo ENVIRON-READABLE
+        ls /proc/1/root/ >/dev/null 2>&1 && echo ROOT-LISTABLE
+        head -c1 /proc/1/mem >/dev/null 2>&1 && echo MEM-READABLE
+        ls /proc/1/fd >/dev/null 2>&1 && echo FD-LISTABLE
+        python3 -c '
+import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+PTRACE_ATTACH, PTRACE_SEIZE = 16, 0x4206
+for name, req in [("attach", PTRACE_ATTACH), ("seize", PTRACE_SEIZE)]:
+    r = libc.ptrace(req, 1, 0, 0)
+    print("ptrace", name, r, ctypes.get_errno())
+'
+        echo end
+    "#;
+    let (c, out, err) = sh(&d, "a", script);
+    assert_eq!(c, 0, "{err}{out}");
+    assert!(out.starts_with("1000\n"), "{out}");
+    assert!(out.contains("fifo-ok"), "{out}");
+    for bad in [
+        "SYS-WRITABLE",
+        "CGROUP-WRITABLE",
+        "MKNOD-CHAR",
+        "MKNOD-BLOCK",
+        "ENVIRON-READABLE",
+        "ROOT-LISTABLE",
+        "MEM-READABLE",
+        "FD-LISTABLE",
+    ] {
+        assert!(!out.contains(bad), "{bad}:\n{out}");
+    }
+    for l in out.lines().filter(|l| l.starts_with("ptrace")) {
+        // -1 with EPERM (1).
+        assert!(l.ends_with(" -1 1"), "ptrace of lohar not refused: {l}");
+    }
+    assert_eq!(out.lines().filter(|l| l.starts_with("ptrace")).count(), 2);
+
+    // Sandbox root (sudo in `minimal`) sees only its own processes, and no /proc/<pid>/root
+    // leads to b's files.
+    let (c, out, err) = sh(
+        &d,
+        "a",
+        &format!(
+            "sudo -n sh -c 'cat /proc/[0-9]*/root/workspace/b-secret 2>/dev/null; \
+             grep -l B-SECRET-{tag} /proc/[0-9]*/root/workspace/* 2>/dev/null; \
+             ps -eo comm | grep -c sleep; echo end'"
+        ),
+    );
+    assert_eq!(c, 0, "{err}");
+    assert!(!out.contains(&format!("B-SECRET-{tag}")), "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines, ["0", "end"], "b's processes visible in a: {out}");
+    d.ok(&["destroy", "a", "-y"]);
+    d.ok(&["destroy", "b", "-y"]);
+}
+
+/// The most processes in any of the daemon's sandbox cgroups now.
+fn max_pids(d: &Daemon) -> u64 {
+    d.cgroups()
+        .into_iter()
+        .filter_map(|g| {
+            // cgroup v2, or v1's pids hierarchy.
+            ["/sys/fs/cgroup", "/sys/fs/cgroup/pids"]
+                .iter()
+                .filter_map(|base| {
+                    let f = format!("{base}/{}/{g}/pids.current", d.cgroup_parent);
+                    std::fs::read_to_string(f).ok()
+                })
+                .find_map(|s| s.trim().parse::<u64>().ok())
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// A fork bomb is held by the pids limit and a memory hog is OOM-killed inside its own cgroup,
+/// while the daemon and another sandbox keep answering; the bombed sandbox is destroyed cleanly.
+#[test]
+fn fork_bomb_and_memory_hog_stay_in_their_sandbox() {
+    require_e2e!();
+    let d = Daemon::start();
+    for (n, mem) in [("bomb", "256"), ("hog", "128"), ("bystander", "256")] {
+        d.ok(&["create", "--name", n, "--image", "tiny", "--memory", mem]);
+    }
+    // The bomb runs until its sandbox is destroyed (bounded by the test's destroy below).
+    let mut bomb = d
+        .command(&[
+            "exec",
+            "bomb",
+            "--",
+            "sh",
+            "-c",
+            // Every process forks forever, so the bomb stays at the limit instead of collapsing.
+            "f() { while :; do f & done; }; f",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut worst = Duration::ZERO;
+    let mut pids = 0;
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(10) {
+        pids = pids.max(max_pids(&d));
+        let t = Instant::now();
+        let (c, out, err) = d.cli(&["exec", "bystander", "--", "echo", "ok"]);
+        assert_eq!(
+            (c, out.trim()),
+            (0, "ok"),
+            "bystander during the bomb: {err}"
+        );
+        let (c, _, err) = d.cli(&["list"]);
+        assert_eq!(c, 0, "daemon during the bomb: {err}");
+        worst = worst.max(t.elapsed());
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    eprintln!("fork bomb: {pids} pids at most; slowest bystander exec + list {worst:?}");
+    assert!(
+        worst < Duration::from_secs(5),
+        "daemon/bystander slowed to {worst:?} by the bomb"
+    );
+    assert!(
+        (100..=512).contains(&pids),
+        "{pids} pids in the fullest sandbox (the bomb should be at pids_max 512)"
+    );
+
+    // The memory hog is killed inside its sandbox; the sandbox and its neighbours live on.
+    let (c, out, _) = sh(
+        &d,
+        "hog",
+        "x=$(head -c 400000000 /dev/zero | tr '\\0' a); echo survived ${#x}",
+    );
+    assert!(
+        c != 0 && !out.contains("survived"),
+        "hog not killed: {c} {out}"
+    );
+    let (c, out, err) = d.cli(&["exec", "hog", "--", "echo", "alive"]);
+    assert_eq!(
+        (c, out.trim()),
+        (0, "alive"),
+        "hog's sandbox after OOM: {err}"
+    );
+    let (c, out, _) = d.cli(&["exec", "bystander", "--", "echo", "ok"]);
+    assert_eq!((c, out.trim()), (0, "ok"));
+
+    // Destroying the bombed sandbox ends the bomb and leaves nothing behind.
+    d.ok(&["destroy", "bomb", "-y"]);
+    assert!(
+        eventually(Duration::from_secs(20), || bomb
+            .try_wait()
+            .ok()
+            .flatten()
+            .is_some()),
+        "exec of the bomb still running after destroy"
+    );
+    let _ = bomb.kill();
+    let _ = bomb.wait();
+    d.ok(&["destroy", "hog", "-y"]);
+    d.ok(&["destroy", "bystander", "-y"]);
+    assert!(
+        eventually(Duration::from_secs(10), || d.cgroups().is_empty()
+            && d.links().is_empty()),
+        "left behind: {:?} {:?}",
+        d.cgroups(),
+        d.links()
+    );
+}
+
+/// From a sandbox: the daemon's API and a listener on every address of the host (the daemon's
+/// network namespace) are unreachable; the host side reaches the listener (so it is real).
+/// Other users' sandboxes: crates/engine/tests (`network_isolation`, net.rs).
+#[test]
+fn sandbox_cannot_reach_the_daemon_or_the_host() {
+    require_e2e!();
+    let d = Daemon::start();
+    d.ok(&["create", "--name", "net", "--image", "tiny"]);
+    let port = 18555;
+    let mut listener = Command::new("nsenter")
+        .arg(format!("--net=/proc/{}/ns/net", d.netns_pid()))
+        .args([
+            "python3",
+            "-c",
+            &format!(
+                "import socket,time\n\
+                 s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+                 s.bind(('0.0.0.0',{port})); s.listen(16)\n\
+                 end=time.time()+60\n\
+                 s.settimeout(1)\n\
+                 while time.time()<end:\n\
+                 \x20   try: c,_=s.accept(); c.sendall(b'HOST-LISTENER'); c.close()\n\
+                 \x20   except OSError: pass\n"
+            ),
+        ])
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (c, gw, err) = sh(&d, "net", "ip route | awk '/default/ {print $3}'");
+    assert_eq!(c, 0, "{err}");
+    let gw = gw.trim().to_string();
+    assert!(!gw.is_empty());
+    // Positive control: the host side reaches its listener.
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            let o = d.in_netns("python3", &["-c", &format!(
+                "import socket; s=socket.create_connection(('127.0.0.1',{port}),2); print(s.recv(64).decode())"
+            )]);
+            String::from_utf8_lossy(&o.stdout).contains("HOST-LISTENER")
+        }),
+        "listener never came up"
+    );
+    for (what, target) in [
+        ("host listener", format!("{gw} {port}")),
+        ("daemon API via gateway", format!("{gw} {}", d.port)),
+        ("daemon API via loopback", format!("127.0.0.1 {}", d.port)),
+    ] {
+        let (_, out, _) = sh(
+            &d,
+            "net",
+            &format!("nc -w 2 {target} </dev/null; echo; echo end"),
+        );
+        assert!(
+            !out.contains("HOST-LISTENER") && !out.contains("HTTP/"),
+            "{what} reachable from the sandbox: {out}"
+        );
+    }
+    let (_, out, _) = sh(
+        &d,
+        "net",
+        &format!(
+            "printf 'GET /health HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {gw} {} ; echo end",
+            d.port
+        ),
+    );
+    assert!(!out.contains("HTTP/"), "daemon answered the sandbox: {out}");
+    let _ = listener.kill();
+    let _ = listener.wait();
+    d.ok(&["destroy", "net", "-y"]);
+}
+
+/// Secret values never appear in the daemon's log, even at debug level, nor in plain text
+/// anywhere under its data dir (the store keeps them age-encrypted).
+#[test]
+fn secrets_never_in_logs_or_on_disk_in_plain_text() {
+    require_e2e!();
+    let mut d = Daemon::start();
+    // Restart the daemon with everything logged.
+    let cfg = d.dir.path().join("config.yaml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, text.replace("log_level: warn", "log_level: debug")).unwrap();
+    d.kill9();
+    d.spawn_daemon();
+    let value = format!("sk-live-{}", rand_hex(12));
+    d.ok(&["secret", "set", "TOKEN_X", &value]);
+    d.ok(&[
+        "create", "--name", "sec", "--image", "tiny", "--secret", "TOKEN_X",
+    ]);
+    let out = d.ok(&["exec", "sec", "--", "sh", "-c", "echo ${#TOKEN_X}"]);
+    assert_eq!(
+        out.trim(),
+        value.len().to_string(),
+        "secret reached the sandbox"
+    );
+    d.ok(&[
+        "exec",
+        "sec",
+        "--env",
+        &format!("ALSO={value}"),
+        "--",
+        "true",
+    ]);
+    d.ok(&["destroy", "sec", "-y"]);
+    let log = d.log();
+    assert!(
+        log.contains("DEBUG") || log.contains("\"level\":\"DEBUG\""),
+        "debug logging on"
+    );
+    assert!(!log.contains(&value), "secret value in the daemon log");
+    let hits = Command::new("grep")
+        .args(["-rlF", &value])
+        .arg(d.data_dir())
+        .output()
+        .unwrap();
+    let hits = String::from_utf8_lossy(&hits.stdout);
+    assert!(hits.trim().is_empty(), "secret in plain text in: {hits}");
+}
