@@ -34,10 +34,7 @@ pub fn ensure_base(
     rootfs: &Path,
     size_mb: u64,
 ) -> std::io::Result<PathBuf> {
-    let mut h = Fnv::default();
-    h.update(image_json);
-    h.update(&size_mb.to_le_bytes());
-    let path = cache_dir.join(format!("{image}-{:016x}.ext4", h.finish()));
+    let path = base_path(cache_dir, image, image_json, size_mb);
     if path.is_file() {
         return Ok(path);
     }
@@ -62,6 +59,29 @@ pub fn ensure_base(
     std::fs::rename(&tmp, &path)?;
     tracing::info!(image, path = %path.display(), "built VM base disk");
     Ok(path)
+}
+
+/// Where the base ext4 of `image` (as described by its `image.json`) lives.
+pub fn base_path(cache_dir: &Path, image: &str, image_json: &[u8], size_mb: u64) -> PathBuf {
+    let mut h = Fnv::default();
+    h.update(image_json);
+    h.update(&size_mb.to_le_bytes());
+    cache_dir.join(format!("{image}-{:016x}.ext4", h.finish()))
+}
+
+/// Deletes base disks in `cache_dir` that are neither in `keep` (the current bases of existing
+/// images, and those overlays still sit on) nor being built.
+pub fn remove_unused_bases(cache_dir: &Path, keep: &std::collections::HashSet<PathBuf>) {
+    let Ok(rd) = std::fs::read_dir(cache_dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".ext4") && !name.starts_with('.') && !keep.contains(&e.path()) {
+            tracing::info!(path = %e.path().display(), "removing unused VM base disk");
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
 }
 
 /// Creates the sandbox's copy-on-write overlay over `base`.
@@ -108,6 +128,23 @@ pub fn scrub_config_disk(path: &Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unused_bases_removed() {
+        let d = tempfile::tempdir().unwrap();
+        let cur = base_path(d.path(), "tiny", b"{\"v\":2}", 1024);
+        let old = base_path(d.path(), "tiny", b"{\"v\":1}", 1024);
+        let used = base_path(d.path(), "minimal", b"{}", 1024);
+        assert_ne!(cur, old);
+        for p in [&cur, &old, &used] {
+            std::fs::write(p, b"x").unwrap();
+        }
+        std::fs::write(d.path().join(".tiny-1.ext4.tmp"), b"x").unwrap();
+        let keep = [cur.clone(), used.clone()].into_iter().collect();
+        remove_unused_bases(d.path(), &keep);
+        assert!(cur.exists() && used.exists() && !old.exists());
+        assert!(d.path().join(".tiny-1.ext4.tmp").exists());
+    }
 
     #[test]
     fn config_disk_layout() {

@@ -126,6 +126,30 @@ fn remove_unused_initramfs(cache_dir: &Path, current: &Path, sandboxes_dir: &Pat
     }
 }
 
+/// Deletes base disks of images since rebuilt or removed, unless an overlay still sits on one.
+fn remove_unused_bases(cfg: &VmConfig, images: &ImageStore) {
+    let cache = cfg.cache_dir.join("images");
+    let mut keep: HashSet<PathBuf> = images
+        .list()
+        .into_iter()
+        .filter_map(|i| {
+            let json = std::fs::read(images.root().join(&i.name).join("image.json")).ok()?;
+            Some(disk::base_path(&cache, &i.name, &json, cfg.disk_size_mb))
+        })
+        .collect();
+    if let Ok(rd) = std::fs::read_dir(&cfg.sandboxes_dir) {
+        for e in rd.flatten() {
+            let meta = std::fs::read(e.path().join(META_FILE))
+                .ok()
+                .and_then(|b| serde_json::from_slice::<VmMeta>(&b).ok());
+            if let Some(m) = meta {
+                keep.insert(m.base);
+            }
+        }
+    }
+    disk::remove_unused_bases(&cache, &keep);
+}
+
 /// The engine's record of one VM (`vm.json` in its directory; also `Created::meta`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct VmMeta {
@@ -338,6 +362,7 @@ impl VmEngine {
                 .map_err(|e| unavailable(format!("initramfs: {e}")))?;
         remove_unused_initramfs(&cfg.cache_dir, &initrd, &cfg.sandboxes_dir);
         let images = ImageStore::new(&cfg.images_dir).map_err(|e| io("create images dir", e))?;
+        remove_unused_bases(&cfg, &images);
         let cgroups =
             Cgroups::detect(&cfg.cgroup_parent).map_err(|e| unavailable(e.to_string()))?;
         tracing::info!(accel = accel.as_str(), initrd = %initrd.display(), "vm engine ready");
