@@ -115,9 +115,9 @@ fn file_api_stays_inside_the_sandbox() {
     d.ok(&["destroy", "box", "-y"]);
 }
 
-/// As the sandbox user (uid 1000): no writes to /sys, no device nodes, no ptrace of lohar (PID
-/// 1) and none of its /proc secrets; as sandbox root: another sandbox's files are not reachable
-/// through /proc/<pid>/root (its processes are not even visible).
+/// As the sandbox user (uid 1000): no writes to /sys, no device nodes, no ptrace of lohar (pid
+/// one) and none of its /proc secrets; as sandbox root: another sandbox's files are not
+/// reachable through /proc/<pid>/root (its processes are not even visible).
 #[test]
 fn privileged_operations_and_other_sandboxes_are_out_of_reach() {
     require_e2e!();
