@@ -89,7 +89,8 @@ fn vm_config(dir: &Path, cgroup_parent: &str) -> VmConfig {
         disk_size_mb: 1024,
         memory_overhead_mb: 256,
         tcg_tb_mb: 64,
-        runas: Some("nobody".into()),
+        runas: None,
+        uid_base: Some(1_600_000_000 + (std::process::id() % 1000) * 1000),
         console_log: std::env::var_os("BHATTI_VM_CONSOLE").is_some(),
         cgroup_parent: cgroup_parent.to_string(),
         net: NetConfig::default(),
@@ -238,8 +239,10 @@ vm_test!(
         );
         let pid = t.engine.qemu_pid(&s.engine_id).unwrap();
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        // Its own uid: uid_base + n, nobody else's.
+        let uid = t.engine.meta(&s.engine_id).unwrap().uid.unwrap();
         assert!(
-            status.contains("Uid:\t65534\t65534\t65534\t65534"),
+            status.contains(&format!("Uid:\t{uid}\t{uid}\t{uid}\t{uid}")),
             "{status}"
         );
         assert!(status.contains("CapEff:\t0000000000000000"), "{status}");
@@ -474,6 +477,10 @@ vm_test!(
         for (id, r) in &results {
             assert!(r.is_ok(), "{id}: {r:?}");
         }
+        // Each VM's QEMU has a uid of its own.
+        let uid_a = t.engine.meta(&a.engine_id).unwrap().uid;
+        let uid_b = t.engine.meta(&b.engine_id).unwrap().uid;
+        assert!(uid_a.is_some() && uid_a != uid_b, "{uid_a:?} {uid_b:?}");
         // The running VM was adopted, not rebooted: same QEMU, same processes.
         assert_eq!(t.engine.qemu_pid(&a.engine_id), Some(qemu_a));
         let a = Sandbox {

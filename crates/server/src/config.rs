@@ -164,7 +164,10 @@ pub struct VmOptions {
     pub memory_overhead_mb: u64,
     /// TCG translation cache in MiB (added to the cap under TCG).
     pub tcg_tb_mb: u64,
-    /// User QEMU drops to once its devices are open; empty keeps root.
+    /// First of the uids QEMUs drop to once their devices are open: each VM gets its own
+    /// (`uid_base + n`, gid the same, no capabilities). 0: use `runas` instead.
+    pub uid_base: u32,
+    /// With `uid_base: 0`, the user every QEMU drops to; empty keeps root.
     pub runas: String,
     /// Keep each VM's serial console in `<sandbox dir>/console.log` (debugging).
     pub console_log: bool,
@@ -185,7 +188,8 @@ impl Default for VmOptions {
             disk_size_mb: 4096,
             memory_overhead_mb: 256,
             tcg_tb_mb: 64,
-            runas: "nobody".into(),
+            uid_base: 1_500_000_000,
+            runas: String::new(),
             console_log: false,
             cgroup_parent: "bhatti-vm".into(),
             ready_timeout_secs: 120,

@@ -192,6 +192,7 @@ fn vm_config(config: &ServerConfig) -> Result<VmConfig> {
         memory_overhead_mb: vm.memory_overhead_mb,
         tcg_tb_mb: vm.tcg_tb_mb,
         runas: Some(vm.runas.clone()).filter(|u| !u.is_empty()),
+        uid_base: (vm.uid_base != 0).then_some(vm.uid_base),
         console_log: vm.console_log,
         cgroup_parent: vm.cgroup_parent.clone(),
         net: ns.net,

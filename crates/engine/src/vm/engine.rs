@@ -50,8 +50,12 @@ pub struct VmConfig {
     pub memory_overhead_mb: u64,
     /// TCG translation cache size in MiB (counted in the cgroup's cap under TCG).
     pub tcg_tb_mb: u64,
-    /// Run QEMU as this user after setup (`-runas`); `None` keeps root.
+    /// Run QEMU as this user after setup (`-runas`); `None` keeps root. Ignored when
+    /// `uid_base` is set.
     pub runas: Option<String>,
+    /// Each VM's QEMU drops to a uid of its own, `uid_base + n` (gid the same), once its
+    /// devices are open, so no two VMs' QEMUs share an identity.
+    pub uid_base: Option<u32>,
     /// Keep each VM's serial console in `<dir>/console.log`.
     pub console_log: bool,
     /// cgroup parent group name for the QEMU processes.
@@ -175,6 +179,9 @@ pub struct VmMeta {
     pub kernel: PathBuf,
     /// Initramfs it booted.
     pub initrd: PathBuf,
+    /// The uid (and gid) its QEMU runs as, when the engine gives each VM its own.
+    #[serde(default)]
+    pub uid: Option<u32>,
 }
 
 struct Running {
@@ -200,6 +207,8 @@ pub struct VmEngine {
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Per-VM CPU accounting net of an idle guest's own cost (see [`IdleMeter`]).
     usage: Mutex<HashMap<String, IdleMeter>>,
+    /// QEMU uids in use (with `uid_base`).
+    uids: Mutex<HashSet<u32>>,
 }
 
 /// Share of one CPU an idle guest's QEMU uses anyway (timer interrupts, device polling):
@@ -363,6 +372,14 @@ impl VmEngine {
         remove_unused_initramfs(&cfg.cache_dir, &initrd, &cfg.sandboxes_dir);
         let images = ImageStore::new(&cfg.images_dir).map_err(|e| io("create images dir", e))?;
         remove_unused_bases(&cfg, &images);
+        // uids of existing VMs (running, cold or stopped) stay theirs.
+        let uids: HashSet<u32> = std::fs::read_dir(&cfg.sandboxes_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| std::fs::read(e.path().join(META_FILE)).ok())
+            .filter_map(|b| serde_json::from_slice::<VmMeta>(&b).ok()?.uid)
+            .collect();
         let cgroups =
             Cgroups::detect(&cfg.cgroup_parent).map_err(|e| unavailable(e.to_string()))?;
         tracing::info!(accel = accel.as_str(), initrd = %initrd.display(), "vm engine ready");
@@ -381,6 +398,7 @@ impl VmEngine {
             base_lock: tokio::sync::Mutex::new(()),
             locks: Mutex::new(HashMap::new()),
             usage: Mutex::new(HashMap::new()),
+            uids: Mutex::new(uids),
         })
     }
 
@@ -523,9 +541,35 @@ impl VmEngine {
             mac: meta.mac.clone(),
             console_log: self.cfg.console_log,
             incoming,
-            runas: self.cfg.runas.clone(),
+            runas: match meta.uid {
+                Some(u) => Some(format!("{u}:{u}")),
+                None => self.cfg.runas.clone(),
+            },
             tcg_tb_mb: self.cfg.tcg_tb_mb,
             dir,
+        }
+    }
+
+    /// The lowest free per-VM uid (none without `uid_base`).
+    fn take_uid(&self) -> Result<Option<u32>, EngineError> {
+        let Some(base) = self.cfg.uid_base else {
+            return Ok(None);
+        };
+        let mut used = self.uids.lock().unwrap_or_else(|e| e.into_inner());
+        let uid = (0..65_536u32)
+            .map(|n| base.saturating_add(n))
+            .find(|u| !used.contains(u))
+            .ok_or_else(|| io("allocate a QEMU uid", "all 65536 uids in use"))?;
+        used.insert(uid);
+        Ok(Some(uid))
+    }
+
+    fn release_uid(&self, uid: Option<u32>) {
+        if let Some(u) = uid {
+            self.uids
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&u);
         }
     }
 
@@ -744,7 +788,9 @@ impl Engine for VmEngine {
             accel: self.accel,
             kernel: self.cfg.kernel.clone(),
             initrd: self.initrd.clone(),
+            uid: self.take_uid()?,
         };
+        let meta_uid = meta.uid;
         let lock = self.lock_for(&spec.id);
         let _g = lock.lock().await;
         let r = async {
@@ -758,6 +804,7 @@ impl Engine for VmEngine {
         .await;
         if r.is_err() {
             self.teardown(&spec.id, Some(spec.subnet_index), true).await;
+            self.release_uid(meta_uid);
         }
         r
     }
@@ -770,11 +817,13 @@ impl Engine for VmEngine {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(engine_id);
-        let subnet = running
+        let meta = running
             .as_ref()
-            .map(|r| r.meta.subnet_index)
-            .or_else(|| self.load_meta(engine_id).map(|m| m.subnet_index));
-        self.teardown(engine_id, subnet, true).await;
+            .map(|r| r.meta.clone())
+            .or_else(|| self.load_meta(engine_id));
+        self.teardown(engine_id, meta.as_ref().map(|m| m.subnet_index), true)
+            .await;
+        self.release_uid(meta.and_then(|m| m.uid));
         self.locks
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -932,9 +981,11 @@ impl VmEngine {
                 // directory (the user's files) stays for `start`.
                 let stopped = e.path().join(STOPPED_MARKER).exists();
                 if valid_key(&id) && !wanted.contains(&id) && !stopped {
-                    let subnet = self.load_meta(&id).map(|m| m.subnet_index);
+                    let meta = self.load_meta(&id);
                     tracing::info!(sandbox = %id, "removing orphaned VM");
-                    self.teardown(&id, subnet, true).await;
+                    self.teardown(&id, meta.as_ref().map(|m| m.subnet_index), true)
+                        .await;
+                    self.release_uid(meta.and_then(|m| m.uid));
                 }
             }
         }
@@ -1113,6 +1164,7 @@ mod tests {
             accel: Accel::Tcg,
             kernel: "/k".into(),
             initrd: cache.join("initramfs-b.cpio"),
+            uid: None,
         };
         std::fs::write(
             sbx.join("0123456789abcdef").join(META_FILE),
