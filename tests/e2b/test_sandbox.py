@@ -1,5 +1,6 @@
 import os
 import time
+import urllib.error
 import urllib.request
 
 import pytest
@@ -80,10 +81,14 @@ def test_get_host_reaches_a_server(sbx):
     host = sbx.get_host(8000)
     assert host.startswith(f"8000-{sbx.sandbox_id}.")
     api = os.environ["E2B_API_URL"]
+    token = sbx.traffic_access_token
+    assert token
     body = None
     deadline = time.time() + 20
     while time.time() < deadline:
-        req = urllib.request.Request(api + "/index.html", headers={"Host": host})
+        req = urllib.request.Request(
+            api + "/index.html", headers={"Host": host, "e2b-traffic-access-token": token}
+        )
         try:
             with urllib.request.urlopen(req, timeout=5) as r:
                 body = r.read().decode()
@@ -91,6 +96,15 @@ def test_get_host_reaches_a_server(sbx):
         except Exception:
             time.sleep(0.3)
     assert body == "served by the sandbox"
+    # Without the sandbox's traffic token its ports are not reachable.
+    with pytest.raises(urllib.error.HTTPError) as ei:
+        urllib.request.urlopen(urllib.request.Request(api + "/index.html", headers={"Host": host}), timeout=5)
+    assert ei.value.code == 403
+    # A port of a sandbox that does not exist: E2B's 502 "... was not found".
+    with pytest.raises(urllib.error.HTTPError) as ei:
+        urllib.request.urlopen(urllib.request.Request(
+            api + "/", headers={"Host": "8000-ffffffffffffffff." + os.environ["E2B_DOMAIN"]}), timeout=5)
+    assert ei.value.code == 502
 
 
 def test_unsupported_calls_fail_cleanly(sbx):

@@ -122,6 +122,7 @@ fn created_body(st: &E2bState, row: &SandboxRow, meta: &BoxMeta) -> Value {
         "clientID": "bhatti",
         "envdVersion": ENVD_VERSION,
         "envdAccessToken": super::access_token(row),
+        "trafficAccessToken": super::traffic_token(row),
         "domain": st.cfg.domain,
     })
 }

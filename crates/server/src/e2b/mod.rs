@@ -73,6 +73,10 @@ pub struct E2bConfig {
     pub templates: BTreeMap<String, TemplateConfig>,
     /// Longest sandbox timeout accepted (seconds).
     pub max_timeout_secs: u64,
+    /// Serve `get_host` ports without a token (E2B's default public sandboxes). Off: a request
+    /// for a sandbox port needs `e2b-traffic-access-token` (the SDK's
+    /// `sandbox.traffic_access_token`) or the sandbox's `X-Access-Token`.
+    pub public_ports: bool,
 }
 
 impl Default for E2bConfig {
@@ -84,6 +88,7 @@ impl Default for E2bConfig {
             domain: "e2b.localhost".into(),
             templates,
             max_timeout_secs: 24 * 3600,
+            public_ports: false,
         }
     }
 }
@@ -287,6 +292,15 @@ fn new_meta(
 pub fn access_token(row: &SandboxRow) -> String {
     let mut h = sha2::Sha256::new();
     h.update(b"bhatti-e2b-envd:");
+    h.update(row.agent_token.as_bytes());
+    hex::encode(&h.finalize()[..24])
+}
+
+/// The traffic access token of a sandbox (for its proxied ports), derived like
+/// [`access_token`].
+pub fn traffic_token(row: &SandboxRow) -> String {
+    let mut h = sha2::Sha256::new();
+    h.update(b"bhatti-e2b-traffic:");
     h.update(row.agent_token.as_bytes());
     hex::encode(&h.finalize()[..24])
 }
@@ -670,8 +684,8 @@ async fn sandbox_exists(st: &E2bState, id: &str) -> Result<bool, ApiErr> {
         .map_err(|e| ApiErr::from(crate::service::ServiceError::from(e)))
 }
 
-/// Proxies a request for another port of the sandbox (E2B's `get_host(port)`); the traffic
-/// token is not required, as in E2B's default (public) sandboxes.
+/// Proxies a request for another port of the sandbox (E2B's `get_host(port)`), with the
+/// sandbox's traffic token unless `e2b.public_ports` is set.
 async fn proxy_port(st: &E2bState, target: Target, req: Request) -> Response {
     let id = target.sandbox_id.clone();
     let owner = st
@@ -700,6 +714,34 @@ async fn proxy_port(st: &E2bState, target: Target, req: Request) -> Response {
         }
         Err(e) => return ApiErr::from(crate::service::ServiceError::from(e)).into_response(),
     };
+    if !st.cfg.public_ports {
+        let (uid, id) = (user.id.clone(), target.sandbox_id.clone());
+        let row = st
+            .app
+            .store
+            .call(move |c| crate::store::sandboxes::by_ref(c, &uid, &id))
+            .await;
+        let Ok(Some(row)) = row else {
+            return ApiErr(
+                StatusCode::BAD_GATEWAY,
+                format!("The sandbox {} was not found", target.sandbox_id),
+            )
+            .into_response();
+        };
+        let h = req.headers();
+        let given = |name: &str| h.get(name).and_then(|v| v.to_str().ok());
+        let ok = given("e2b-traffic-access-token")
+            .is_some_and(|t| subtle_eq::ct_eq(t.as_bytes(), traffic_token(&row).as_bytes()))
+            || given("x-access-token")
+                .is_some_and(|t| subtle_eq::ct_eq(t.as_bytes(), access_token(&row).as_bytes()));
+        if !ok {
+            return ApiErr(
+                StatusCode::FORBIDDEN,
+                "this sandbox's ports need the e2b-traffic-access-token header (sandbox.traffic_access_token), or set e2b.public_ports".into(),
+            )
+            .into_response();
+        }
+    }
     let tunnel = match crate::service::proxy::tunnel(
         &st.app,
         &user,

@@ -310,13 +310,15 @@ async fn start(
         None => false,
         Some(u) if u == sbx.meta.tpl.user => false,
         Some(u) if u == "root" => true,
-        Some(u) => return Err(RpcError::new(
-            Code::InvalidArgument,
-            format!(
+        Some(u) => {
+            return Err(RpcError::new(
+                Code::InvalidArgument,
+                format!(
                 "user {u:?} is not supported by bhatti: use the default user ({:?}) or \"root\"",
                 sbx.meta.tpl.user
             ),
-        )),
+            ))
+        }
     };
     let agent = sbx.agent(st).await?;
 
