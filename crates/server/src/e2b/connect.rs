@@ -281,3 +281,24 @@ mod tests {
         assert_eq!(timeout_ms(&h), Some(std::time::Duration::from_millis(1500)));
     }
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn any_body_is_an_envelope_or_a_clean_error(body in proptest::collection::vec(any::<u8>(), 0..64)) {
+            if let Ok(p) = first_envelope(&body) {
+                prop_assert!(p.len() + 5 <= body.len());
+            }
+        }
+
+        #[test]
+        fn envelopes_round_trip(flags in 0u8..1, payload in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let e = envelope(flags * 2, &payload);
+            prop_assert_eq!(first_envelope(&e).unwrap(), &payload[..]);
+        }
+    }
+}

@@ -619,3 +619,33 @@ mod tests {
         assert!(v.get("symlinkTarget").is_none());
     }
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn multipart_never_panics(body in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = parse_multipart("multipart/form-data; boundary=b", &body);
+        }
+
+        #[test]
+        fn multipart_round_trips(data in proptest::collection::vec(any::<u8>(), 0..200), name in "[a-z/._]{1,20}") {
+            let boundary = "----bhattiBoundary7x";
+            let mut body = format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\n\r\n").into_bytes();
+            body.extend_from_slice(&data);
+            body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+            let parts = parse_multipart(&format!("multipart/form-data; boundary={boundary}"), &body).unwrap();
+            prop_assert_eq!(parts.len(), 1);
+            prop_assert_eq!(parts[0].filename.as_deref(), Some(name.as_str()));
+            prop_assert_eq!(parts[0].data, &data[..]);
+        }
+
+        #[test]
+        fn resolved_paths_are_absolute(p in "\\PC{0,30}") {
+            prop_assert!(resolve("/home/user", &p).starts_with('/'));
+        }
+    }
+}

@@ -929,3 +929,19 @@ mod tests {
         assert!(!subtle_eq::ct_eq(b"abc", b"ab"));
     }
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn host_parsing_never_panics(h in "\\PC{0,60}") {
+            if let Some(t) = target_from_host(&h) {
+                prop_assert!(!t.sandbox_id.is_empty());
+                prop_assert!(t.sandbox_id.bytes().all(|b| b.is_ascii_alphanumeric()));
+            }
+        }
+    }
+}
