@@ -7,8 +7,66 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::harness::Daemon;
+use crate::harness::{Daemon, BHATTI};
 use crate::require_e2e;
+
+/// `bhatti shell` in a tmux pane (a real terminal).
+struct Tmux(String);
+
+impl Tmux {
+    fn run(&self, args: &[&str]) -> String {
+        let o = std::process::Command::new("tmux")
+            .arg("-L")
+            .arg(&self.0)
+            .args(args)
+            .output()
+            .expect("tmux");
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    fn wait_for(&self, target: &str, want: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let s = self.run(&["capture-pane", "-p", "-J", "-S", "-200", "-t", target]);
+            if s.contains(want) {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{want:?} never appeared in:\n{s}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// A new pane running `bhatti shell dev` against `d`.
+    fn shell(&self, d: &Daemon, pane: &str) {
+        let cmd = format!(
+            "env BHATTI_URL={url} BHATTI_TOKEN={tok} HOME=/nonexistent nsenter --net=/proc/{pid}/ns/net {bin} shell dev; echo BHATTI-EXIT-$?; sleep 600",
+            url = d.url(),
+            tok = d.token,
+            pid = d.netns_pid(),
+            bin = BHATTI,
+        );
+        self.run(&[
+            "new-session",
+            "-d",
+            "-s",
+            pane,
+            "-x",
+            "100",
+            "-y",
+            "30",
+            &cmd,
+        ]);
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        self.run(&["kill-server"]);
+    }
+}
 
 fn kernel() -> Option<PathBuf> {
     if let Some(k) = std::env::var_os("BHATTI_VM_KERNEL") {
@@ -160,6 +218,14 @@ fn vm_sandbox_create_exec_files_cold_wake_and_daemon_restart() {
         "vm file contents\n"
     );
 
+    // A shell session: type, detach with Ctrl+\\ (it keeps running, unattached).
+    let tmux = Tmux(format!("bhatti-e2e-vm-{}", std::process::id()));
+    tmux.shell(&d, "a");
+    tmux.run(&["send-keys", "-t", "a", "echo hello-$((40+2))", "Enter"]);
+    tmux.wait_for("a", "hello-42");
+    tmux.run(&["send-keys", "-t", "a", "C-\\"]);
+    tmux.wait_for("a", "BHATTI-EXIT-0");
+
     // A background counter; the VM idles warm, then cold (QEMU gone, memory on disk).
     d.ok(&[
         "exec",
@@ -186,6 +252,14 @@ fn vm_sandbox_create_exec_files_cold_wake_and_daemon_restart() {
     );
     eprintln!("cold wake + file read took {:?}", t0.elapsed());
     assert_counting(&d, "after cold wake");
+    // The detached shell survived the cold snapshot: reattaching replays its scrollback and
+    // the same shell answers.
+    tmux.shell(&d, "b");
+    tmux.wait_for("b", "hello-42");
+    tmux.run(&["send-keys", "-t", "b", "echo again-$((1+1))", "Enter"]);
+    tmux.wait_for("b", "again-2");
+    tmux.run(&["send-keys", "-t", "b", "exit", "Enter"]);
+    tmux.wait_for("b", "BHATTI-EXIT-0");
     assert_eq!(sandbox(&d, "dev")["thermal"], "hot");
     let data = d.data_dir().to_string_lossy().into_owned();
     let events = d.ok(&["admin", "events", "--type", "thermal", "--data-dir", &data]);
