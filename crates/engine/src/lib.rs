@@ -6,6 +6,7 @@
 pub mod agent;
 pub mod cgroups;
 pub mod error;
+pub mod gvisor;
 pub mod image;
 pub mod namespace;
 pub mod net;

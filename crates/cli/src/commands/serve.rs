@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use bhatti_engine::gvisor::{GvisorConfig, GvisorEngine};
 use bhatti_engine::image::ImageStore;
 use bhatti_engine::namespace::{NamespaceConfig, NamespaceEngine};
 use bhatti_engine::net::{NetConfig, Network};
@@ -93,6 +94,17 @@ async fn open_one(
                 None => VmEngine::new(cfg).await,
             }
             .map_err(|e| anyhow::anyhow!("cannot start the vm engine: {e}"))?;
+            net.get_or_insert_with(|| engine.network());
+            ensure_default_image(config, engine.images()).await?;
+            Ok(Arc::new(engine))
+        }
+        "gvisor" => {
+            let cfg = gvisor_config(config)?;
+            let engine = match net.clone() {
+                Some(n) => GvisorEngine::with_network(cfg, n).await,
+                None => GvisorEngine::new(cfg).await,
+            }
+            .map_err(|e| anyhow::anyhow!("cannot start the gvisor engine: {e}"))?;
             net.get_or_insert_with(|| engine.network());
             ensure_default_image(config, engine.images()).await?;
             Ok(Arc::new(engine))
@@ -198,6 +210,26 @@ fn vm_config(config: &ServerConfig) -> Result<VmConfig> {
         net: ns.net,
         dns: ns.dns,
         ready_timeout: Duration::from_secs(vm.ready_timeout_secs),
+    })
+}
+
+/// Maps the daemon config to the gvisor engine's (lohar, images, network and DNS settings are
+/// the namespace engine's).
+fn gvisor_config(config: &ServerConfig) -> Result<GvisorConfig> {
+    let ns = namespace_config(config)?;
+    let g = &config.gvisor;
+    Ok(GvisorConfig {
+        dir: config.data_dir.join("gvisor"),
+        images_dir: ns.images_dir,
+        lohar: ns.lohar,
+        runsc: g.runsc.clone(),
+        platform: g.platform.clone(),
+        cgroup_parent: g.cgroup_parent.clone(),
+        pids_max: ns.pids_max,
+        net: ns.net,
+        dns: ns.dns,
+        ready_timeout: Duration::from_secs(g.ready_timeout_secs),
+        debug_log_dir: g.debug_log_dir.clone(),
     })
 }
 

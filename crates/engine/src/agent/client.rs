@@ -76,7 +76,7 @@ impl AgentClient {
                         .await
                         .map_err(AgentError::Connect)?;
                     let _ = s.set_nodelay(true);
-                    (Box::new(s), token)
+                    (Box::new(ResetOnClose { inner: s }), token)
                 }
                 AgentEndpoint::Unix {
                     control,
@@ -335,5 +335,58 @@ fn keep(out: &mut ExecOutput, data: &[u8], stderr: bool) {
     if n < data.len() && !out.truncated {
         out.truncated = true;
         out.stderr.extend_from_slice(TRUNCATION_MARKER.as_bytes());
+    }
+}
+
+/// A TCP stream to lohar that ends with a reset instead of a FIN when dropped. lohar closes
+/// its side first after answering, so an orderly close would leave its socket in TIME_WAIT for
+/// a minute, and gVisor refuses to checkpoint a sandbox holding such a socket (the gvisor
+/// engine's cold state). Every exchange has finished by the time a stream is dropped (requests
+/// wait for their answer; streams end on EOF or error), so nothing in flight is lost.
+struct ResetOnClose {
+    inner: tokio::net::TcpStream,
+}
+
+impl Drop for ResetOnClose {
+    fn drop(&mut self) {
+        let _ = nix::sys::socket::setsockopt(
+            &self.inner,
+            nix::sys::socket::sockopt::Linger,
+            &libc::linger {
+                l_onoff: 1,
+                l_linger: 0,
+            },
+        );
+    }
+}
+
+impl tokio::io::AsyncRead for ResetOnClose {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+impl tokio::io::AsyncWrite for ResetOnClose {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }

@@ -32,15 +32,44 @@ pub enum ListenAddrs {
 }
 
 enum Listener {
-    Tcp(tokio::net::TcpListener),
+    /// Connections accepted by a thread blocked in accept(2) (see [`tcp_listener`]).
+    Tcp(tokio::sync::Mutex<tokio::sync::mpsc::Receiver<std::io::Result<std::net::TcpStream>>>),
     Unix(tokio::net::UnixListener),
+}
+
+/// A TCP listener whose socket is never registered with epoll: a thread blocks in accept(2)
+/// and hands each connection over. gVisor (the gvisor engine) refuses to checkpoint a TCP
+/// socket that epoll is watching, while a blocked accept is simply restarted after a restore.
+fn tcp_listener(port: u16) -> std::io::Result<Listener> {
+    let l = std::net::TcpListener::bind(("0.0.0.0", port))?;
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    std::thread::Builder::new()
+        .name(format!("accept-{port}"))
+        .spawn(move || loop {
+            let r = l.accept().map(|(s, _)| s);
+            let failed = r.is_err();
+            if tx.blocking_send(r).is_err() {
+                return;
+            }
+            if failed {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        })?;
+    Ok(Listener::Tcp(tokio::sync::Mutex::new(rx)))
 }
 
 impl Listener {
     async fn accept(&self) -> std::io::Result<BoxStream> {
         match self {
-            Listener::Tcp(l) => {
-                let (s, _) = l.accept().await?;
+            Listener::Tcp(rx) => {
+                let s = rx
+                    .lock()
+                    .await
+                    .recv()
+                    .await
+                    .ok_or_else(|| std::io::Error::other("accept thread ended"))??;
+                s.set_nonblocking(true)?;
+                let s = tokio::net::TcpStream::from_std(s)?;
                 let _ = s.set_nodelay(true);
                 Ok(Box::new(s))
             }
@@ -55,10 +84,7 @@ impl Listener {
 /// Binds both listeners and serves them until the process ends.
 pub async fn serve(agent: Arc<Agent>, addrs: ListenAddrs) -> std::io::Result<()> {
     let (control, forward) = match addrs {
-        ListenAddrs::Tcp { control, forward } => (
-            Listener::Tcp(tokio::net::TcpListener::bind(("0.0.0.0", control)).await?),
-            Listener::Tcp(tokio::net::TcpListener::bind(("0.0.0.0", forward)).await?),
-        ),
+        ListenAddrs::Tcp { control, forward } => (tcp_listener(control)?, tcp_listener(forward)?),
         ListenAddrs::Unix { control, forward } => {
             let _ = std::fs::remove_file(&control);
             let _ = std::fs::remove_file(&forward);

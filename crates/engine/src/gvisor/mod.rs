@@ -1,0 +1,994 @@
+//! The `gvisor` engine: sandboxes under runsc (gVisor's user-space kernel), with memory
+//! snapshots.
+//!
+//! A sandbox is a directory `<sandboxes_dir>/<id>/` — `upper/` + `work/` (its writable layer,
+//! overlaid on the image like the namespace engine's), `rootfs/` (the overlay, mounted on the
+//! host), `boot/` (bound at `/run/bhatti`: lohar's config), `bundle/config.json` (built by
+//! [`oci`]), `netns` (a bind-mounted network namespace holding its veth; runsc's netstack takes
+//! over `eth0`), `checkpoint/` while cold or stopped — plus a cgroup (limits, CPU accounting)
+//! and runsc's state under the engine's runsc root.
+//!
+//! - warm = `runsc pause`; cold = `runsc checkpoint` to `checkpoint/` (the sandbox's processes
+//!   and memory are gone from the host), wake = `runsc restore`: processes, sessions, files and
+//!   IP come back as they were. `stop`/`start` take the same path.
+//! - gVisor refuses to save TCP connections that are open or in TIME_WAIT on a real NIC; a
+//!   snapshot that fails takes the sandbox down, so the engine boots it again over its kept
+//!   filesystem (its processes are lost) and reports the failure.
+//! - runsc 0.0~20221219 (Debian bookworm's) is the floor; see [`runsc`] for the workaround it
+//!   needs on Linux ≥ 6.x.
+
+pub mod oci;
+pub mod runsc;
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+
+use crate::agent::AgentClient;
+use crate::cgroups::{Cgroup, Cgroups, Limits};
+use crate::image::ImageStore;
+use crate::namespace::{CONTROL_PORT, FORWARD_PORT};
+use crate::net::{AttachRequest, NetConfig, Network};
+use crate::spec::{AgentEndpoint, Capabilities, Created, RunState, SandboxSpec};
+use crate::{Engine, EngineError};
+
+use runsc::Runsc;
+
+/// Configuration of the gvisor engine.
+#[derive(Debug, Clone)]
+pub struct GvisorConfig {
+    /// Engine directory: `sandboxes/<id>/` and runsc's state `runsc/`.
+    pub dir: PathBuf,
+    /// The image store directory (shared with the namespace engine).
+    pub images_dir: PathBuf,
+    /// The static lohar binary.
+    pub lohar: PathBuf,
+    /// The runsc binary.
+    pub runsc: PathBuf,
+    /// runsc platform (`ptrace` default; `kvm`, `systrap` where the build and host allow).
+    pub platform: String,
+    /// cgroup parent group.
+    pub cgroup_parent: String,
+    /// Per-sandbox process limit.
+    pub pids_max: u64,
+    /// Networking (used when the engine starts its own network).
+    pub net: NetConfig,
+    /// Nameservers written to every sandbox's resolv.conf (empty: leave the image's).
+    pub dns: Vec<String>,
+    /// How long create and wake wait for lohar.
+    pub ready_timeout: Duration,
+    /// runsc debug logs, if wanted.
+    pub debug_log_dir: Option<PathBuf>,
+}
+
+/// What the engine persists about a sandbox (`state.json`, and `Created::meta`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GvisorMeta {
+    /// Owner's subnet index.
+    pub subnet_index: u32,
+    /// Its IP (kept while cold or stopped: the restored netstack has it).
+    pub ip: Ipv4Addr,
+    /// The image it overlays.
+    pub image: String,
+    /// runsc platform it runs on.
+    pub platform: String,
+}
+
+/// Where a known sandbox is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Running,
+    Paused,
+    /// Checkpointed to disk (thermal cold).
+    Cold,
+    /// Checkpointed (or, if that failed, just killed) by `stop`.
+    Stopped,
+}
+
+struct Sb {
+    meta: GvisorMeta,
+    token: String,
+    phase: Mutex<Phase>,
+    /// Serialises pause, snapshot, wake, stop and destroy of this sandbox.
+    gate: tokio::sync::Mutex<()>,
+    /// The spec it was created (or recovered) with, to boot it again if a snapshot fails.
+    spec: SandboxSpec,
+}
+
+impl Sb {
+    fn phase(&self) -> Phase {
+        *self.phase.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    fn set(&self, p: Phase) {
+        *self.phase.lock().unwrap_or_else(|e| e.into_inner()) = p;
+    }
+}
+
+const STATE_FILE: &str = "state.json";
+const COLD_MARKER: &str = "cold";
+const STOPPED_MARKER: &str = "stopped";
+
+/// The engine.
+pub struct GvisorEngine {
+    cfg: GvisorConfig,
+    runsc: Runsc,
+    images: ImageStore,
+    cgroups: Cgroups,
+    net: Network,
+    own_net: bool,
+    sandboxes: Mutex<HashMap<String, Arc<Sb>>>,
+}
+
+fn io(step: impl Into<String>, e: impl std::fmt::Display) -> EngineError {
+    EngineError::Io {
+        step: step.into(),
+        source: std::io::Error::other(e.to_string()),
+    }
+}
+
+fn unavailable(reason: impl Into<String>) -> EngineError {
+    EngineError::Unavailable {
+        engine: "gvisor".into(),
+        reason: reason.into(),
+    }
+}
+
+/// Engine ids name directories, cgroups, veths and runsc containers: lowercase hex only.
+fn valid_key(id: &str) -> bool {
+    (8..=32).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// The netns to run runsc in, if it still exists (a half-created sandbox may have none).
+fn netns_opt(p: &Path) -> Option<&Path> {
+    runsc::is_mounted(p).then_some(p)
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, EngineError> + Send + 'static,
+) -> Result<T, EngineError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| io("engine task", e))?
+}
+
+/// `runsc --version`, e.g. `0.0~20221219.0`.
+fn runsc_version(bin: &Path) -> Result<String, EngineError> {
+    let out = std::process::Command::new(bin)
+        .arg("--version")
+        .output()
+        .map_err(|e| {
+            unavailable(format!(
+                "runsc not found at {} ({e}); install the Debian package `runsc`",
+                bin.display()
+            ))
+        })?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(text
+        .lines()
+        .next()
+        .unwrap_or("")
+        .trim_start_matches("runsc version ")
+        .to_string())
+}
+
+impl GvisorEngine {
+    /// Checks the host (root, runsc, lohar) and starts its own network.
+    pub async fn new(cfg: GvisorConfig) -> Result<GvisorEngine, EngineError> {
+        Self::build(cfg, None).await
+    }
+
+    /// Like [`GvisorEngine::new`], on a network started by another engine of this daemon.
+    pub async fn with_network(
+        cfg: GvisorConfig,
+        net: Network,
+    ) -> Result<GvisorEngine, EngineError> {
+        Self::build(cfg, Some(net)).await
+    }
+
+    /// The network its sandboxes are attached to.
+    pub fn network(&self) -> Network {
+        self.net.clone()
+    }
+
+    /// The image store.
+    pub fn images(&self) -> &ImageStore {
+        &self.images
+    }
+
+    async fn build(cfg: GvisorConfig, net: Option<Network>) -> Result<GvisorEngine, EngineError> {
+        if !nix::unistd::geteuid().is_root() {
+            return Err(unavailable("bhatti serve must run as root"));
+        }
+        let version = runsc_version(&cfg.runsc)?;
+        if !cfg.lohar.is_file() {
+            return Err(unavailable(format!(
+                "lohar binary not found at {}",
+                cfg.lohar.display()
+            )));
+        }
+        let sandboxes = cfg.dir.join("sandboxes");
+        let root = cfg.dir.join("runsc");
+        for d in [&sandboxes, &root] {
+            std::fs::create_dir_all(d).map_err(|e| io(format!("create {}", d.display()), e))?;
+        }
+        let images = ImageStore::new(&cfg.images_dir).map_err(|e| io("create images dir", e))?;
+        let cgroups =
+            Cgroups::detect(&cfg.cgroup_parent).map_err(|e| unavailable(e.to_string()))?;
+        let own_net = net.is_none();
+        let net = match net {
+            Some(n) => n,
+            None => Network::start(cfg.net.clone())
+                .await
+                .map_err(|e| unavailable(format!("networking: {e}")))?,
+        };
+        tracing::info!(runsc = %version, platform = %cfg.platform, "gvisor engine ready");
+        Ok(GvisorEngine {
+            runsc: Runsc {
+                bin: cfg.runsc.clone(),
+                root,
+                platform: cfg.platform.clone(),
+                debug_log_dir: cfg.debug_log_dir.clone(),
+            },
+            cfg,
+            images,
+            cgroups,
+            net,
+            own_net,
+            sandboxes: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn dir(&self, id: &str) -> PathBuf {
+        self.cfg.dir.join("sandboxes").join(id)
+    }
+
+    fn get(&self, id: &str) -> Option<Arc<Sb>> {
+        self.sandboxes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    fn endpoint(ip: Ipv4Addr, token: &str) -> AgentEndpoint {
+        AgentEndpoint::Tcp {
+            control: SocketAddr::from((ip, CONTROL_PORT)),
+            forward: SocketAddr::from((ip, FORWARD_PORT)),
+            token: Some(token.to_string()),
+        }
+    }
+
+    /// The cgroup of a sandbox (tests look at its memory).
+    pub fn cgroup(&self, id: &str) -> Option<Cgroup> {
+        self.cgroups.open(id)
+    }
+
+    /// Whether the sandbox's checkpoint is on disk (cold or stopped).
+    pub fn is_cold(&self, id: &str) -> bool {
+        self.dir(id).join(COLD_MARKER).exists()
+    }
+
+    /// The host pid of the sandbox's runsc-sandbox process (its user-space kernel).
+    pub fn sandbox_pid(&self, id: &str) -> Option<i32> {
+        self.runsc.pid(id, &self.dir(id).join("netns"))
+    }
+
+    fn save_state(&self, id: &str, meta: &GvisorMeta) -> std::io::Result<()> {
+        let dir = self.dir(id);
+        let tmp = dir.join(format!("{STATE_FILE}.tmp"));
+        std::fs::write(
+            &tmp,
+            serde_json::to_vec_pretty(meta).map_err(std::io::Error::other)?,
+        )?;
+        std::fs::rename(tmp, dir.join(STATE_FILE))
+    }
+
+    fn load_state(&self, id: &str) -> Option<GvisorMeta> {
+        serde_json::from_slice(&std::fs::read(self.dir(id).join(STATE_FILE)).ok()?).ok()
+    }
+
+    /// Attaches (or re-attaches, with the same IP) the sandbox's veth in its netns. runsc takes
+    /// the address off `eth0` when it starts, so a restore needs it put back: a fresh veth.
+    async fn attach(
+        &self,
+        id: &str,
+        subnet_index: u32,
+        want: Option<Ipv4Addr>,
+    ) -> Result<Ipv4Addr, EngineError> {
+        let netns = self.dir(id).join("netns");
+        if !runsc::is_mounted(&netns) {
+            let p = netns.clone();
+            blocking(move || runsc::create_netns(&p)).await?;
+        }
+        if want.is_some() {
+            let _ = self.net.detach(subnet_index, id).await;
+        }
+        let a = self
+            .net
+            .attach(AttachRequest {
+                subnet_index,
+                key: id,
+                netns: &netns,
+                ip: want,
+            })
+            .await
+            .map_err(|e| io("attach network", e))?;
+        Ok(a.ip)
+    }
+
+    /// `runsc run` (fresh boot over the kept filesystem) or `runsc restore` (from the
+    /// checkpoint), then waits for lohar.
+    async fn launch(
+        &self,
+        id: &str,
+        meta: &GvisorMeta,
+        token: &str,
+        restore: bool,
+        reattach: bool,
+    ) -> Result<(), EngineError> {
+        let d = self.dir(id);
+        // A stale container of this id (crashed, or stopped by a checkpoint) blocks the new one.
+        let (r, idc, log) = (self.runsc.clone(), id.to_string(), d.join("runsc.log"));
+        blocking(move || {
+            let _ = r.run(
+                &["delete", "-force", &idc],
+                netns_opt(&log.with_file_name("netns")),
+                &log,
+            );
+            Ok(())
+        })
+        .await?;
+        if reattach {
+            self.attach(id, meta.subnet_index, Some(meta.ip)).await?;
+        }
+        let (r, idc) = (self.runsc.clone(), id.to_string());
+        let (bundle, ckpt, netns, log) = (
+            d.join("bundle"),
+            d.join("checkpoint"),
+            d.join("netns"),
+            d.join("runsc.log"),
+        );
+        blocking(move || {
+            let bundle = bundle.to_string_lossy().into_owned();
+            if restore {
+                let ckpt = ckpt.to_string_lossy().into_owned();
+                r.run(
+                    &[
+                        "restore",
+                        "-bundle",
+                        &bundle,
+                        "-image-path",
+                        &ckpt,
+                        "-detach",
+                        &idc,
+                    ],
+                    Some(&netns),
+                    &log,
+                )
+            } else {
+                r.run(
+                    &["run", "-bundle", &bundle, "-detach", &idc],
+                    Some(&netns),
+                    &log,
+                )
+            }
+        })
+        .await?;
+        let client = AgentClient::new(Self::endpoint(meta.ip, token));
+        client
+            .wait_ready(self.cfg.ready_timeout)
+            .await
+            .map_err(|e| io("wait for lohar", e))
+    }
+
+    /// Boots a sandbox over its (existing or new) directory; registers it.
+    async fn boot(
+        &self,
+        spec: &SandboxSpec,
+        want_ip: Option<Ipv4Addr>,
+    ) -> Result<Created, EngineError> {
+        let image_rootfs = self.images.rootfs(&spec.image).map_err(|e| match e {
+            crate::image::ImageError::NotFound(n) => EngineError::ImageNotFound(n),
+            other => io("resolve image", other),
+        })?;
+        let limits = Limits {
+            cpus: spec.cpus,
+            memory_mb: spec.memory_mb,
+            pids_max: self.cfg.pids_max,
+        };
+        if self.cgroups.open(&spec.id).is_none() {
+            self.cgroups
+                .create(&spec.id, &limits)
+                .map_err(|e| io("create cgroup", e))?;
+        }
+        let (cfg, s, img) = (self.cfg.clone(), spec.clone(), image_rootfs);
+        blocking(move || prepare_fs(&cfg, &s, &img)).await?;
+        let netns = self.dir(&spec.id).join("netns");
+        if !runsc::is_mounted(&netns) {
+            let p = netns.clone();
+            blocking(move || runsc::create_netns(&p)).await?;
+        }
+        let a = self
+            .net
+            .attach(AttachRequest {
+                subnet_index: spec.subnet_index,
+                key: &spec.id,
+                netns: &netns,
+                ip: want_ip,
+            })
+            .await
+            .map_err(|e| io("attach network", e))?;
+        let meta = GvisorMeta {
+            subnet_index: spec.subnet_index,
+            ip: a.ip,
+            image: spec.image.clone(),
+            platform: self.cfg.platform.clone(),
+        };
+        let _ = std::fs::remove_dir_all(self.dir(&spec.id).join("checkpoint"));
+        let _ = std::fs::remove_file(self.dir(&spec.id).join(COLD_MARKER));
+        self.launch(&spec.id, &meta, &spec.agent_token, false, false)
+            .await?;
+        self.save_state(&spec.id, &meta)
+            .map_err(|e| io("save sandbox state", e))?;
+        self.register(spec, meta.clone(), Phase::Running);
+        Ok(Created {
+            engine_id: spec.id.clone(),
+            ip: Some(meta.ip),
+            meta: serde_json::to_value(&meta).unwrap_or_default(),
+        })
+    }
+
+    fn register(&self, spec: &SandboxSpec, meta: GvisorMeta, phase: Phase) -> Arc<Sb> {
+        let mut spec = spec.clone();
+        // A later boot over the kept filesystem must not write the create-time files again.
+        spec.files.clear();
+        let sb = Arc::new(Sb {
+            meta,
+            token: spec.agent_token.clone(),
+            phase: Mutex::new(phase),
+            gate: tokio::sync::Mutex::new(()),
+            spec,
+        });
+        self.sandboxes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(sb.spec.id.clone(), sb.clone());
+        sb
+    }
+
+    /// Removes everything of a sandbox; each step runs even if an earlier one failed.
+    async fn teardown(&self, id: &str, subnet_index: Option<u32>) -> Result<(), EngineError> {
+        let d = self.dir(id);
+        let (r, idc, log) = (self.runsc.clone(), id.to_string(), d.join("runsc.log"));
+        let _ = blocking(move || {
+            let _ = std::fs::create_dir_all(log.parent().unwrap_or(Path::new("/")));
+            let _ = r.run(
+                &["delete", "-force", &idc],
+                netns_opt(&log.with_file_name("netns")),
+                &log,
+            );
+            Ok(())
+        })
+        .await;
+        let mut first_err = None;
+        if let Some(cg) = self.cgroups.open(id) {
+            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || cg.destroy()).await {
+                first_err.get_or_insert(io("destroy cgroup", e));
+            }
+        }
+        let subnet = subnet_index.or_else(|| self.load_state(id).map(|m| m.subnet_index));
+        if let Some(s) = subnet {
+            if let Err(e) = self.net.detach(s, id).await {
+                first_err.get_or_insert(io("detach network", e));
+            }
+        }
+        let dd = d.clone();
+        let r = tokio::task::spawn_blocking(move || {
+            runsc::unmount(&dd.join("rootfs"));
+            runsc::unmount(&dd.join("netns"));
+            if runsc::is_mounted(&dd.join("rootfs")) {
+                // Never delete through a live overlay: that would write whiteouts, or worse.
+                return Err(std::io::Error::other("rootfs still mounted"));
+            }
+            match std::fs::remove_dir_all(&dd) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                r => r,
+            }
+        })
+        .await;
+        if let Ok(Err(e)) = r {
+            first_err.get_or_insert(io("remove sandbox directory", e));
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    /// Checkpoints a sandbox to disk; its processes end. On failure runsc has already taken
+    /// the sandbox down.
+    async fn checkpoint(&self, id: &str) -> Result<(), EngineError> {
+        let d = self.dir(id);
+        let (r, idc) = (self.runsc.clone(), id.to_string());
+        let (ckpt, log) = (d.join("checkpoint"), d.join("runsc.log"));
+        blocking(move || {
+            let _ = std::fs::remove_dir_all(&ckpt);
+            std::fs::create_dir_all(&ckpt).map_err(|e| io("create checkpoint dir", e))?;
+            let c = ckpt.to_string_lossy().into_owned();
+            r.run(
+                &["checkpoint", "-image-path", &c, &idc],
+                netns_opt(&log.with_file_name("netns")),
+                &log,
+            )?;
+            // The container is stopped now; its id must be free for the restore.
+            let _ = r.run(
+                &["delete", "-force", &idc],
+                netns_opt(&log.with_file_name("netns")),
+                &log,
+            );
+            Ok(())
+        })
+        .await?;
+        std::fs::write(d.join(COLD_MARKER), b"").map_err(|e| io("mark cold", e))
+    }
+
+    /// After a failed checkpoint (sandbox down): boots it again over its filesystem so it is
+    /// usable, and returns the error that explains what was lost.
+    async fn recover_failed_snapshot(&self, sb: &Sb, err: EngineError) -> EngineError {
+        tracing::warn!(sandbox = %sb.spec.id, error = %err, "memory snapshot failed; booting the sandbox again");
+        let _ = std::fs::remove_dir_all(self.dir(&sb.spec.id).join("checkpoint"));
+        let _ = std::fs::remove_file(self.dir(&sb.spec.id).join(COLD_MARKER));
+        match self
+            .launch(&sb.spec.id, &sb.meta, &sb.token, false, true)
+            .await
+        {
+            Ok(()) => {
+                sb.set(Phase::Running);
+                io(
+                    "memory snapshot",
+                    format!("{err}; the sandbox was booted again over its files (its processes were lost)"),
+                )
+            }
+            Err(e2) => io(
+                "memory snapshot",
+                format!("{err}; booting it again also failed: {e2}"),
+            ),
+        }
+    }
+
+    /// Cold → hot: restore from the checkpoint.
+    async fn wake_cold(&self, sb: &Sb) -> Result<(), EngineError> {
+        let id = &sb.spec.id;
+        if !self
+            .dir(id)
+            .join("checkpoint")
+            .join("checkpoint.img")
+            .is_file()
+        {
+            return Err(io(
+                "restore",
+                "the checkpoint is missing (bhatti stop/start boots it again)",
+            ));
+        }
+        self.launch(id, &sb.meta, &sb.token, true, true)
+            .await
+            .map_err(|e| io("restore from checkpoint", e))?;
+        let _ = std::fs::remove_file(self.dir(id).join(COLD_MARKER));
+        let ckpt = self.dir(id).join("checkpoint");
+        let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(ckpt)).await;
+        sb.set(Phase::Running);
+        Ok(())
+    }
+
+    async fn recover_one(&self, spec: &SandboxSpec) -> Result<Created, EngineError> {
+        let id = &spec.id;
+        let meta = self
+            .load_state(id)
+            .ok_or_else(|| io("recover", "no saved state (sandbox directory missing)"))?;
+        let created = |m: &GvisorMeta| Created {
+            engine_id: id.clone(),
+            ip: Some(m.ip),
+            meta: serde_json::to_value(m).unwrap_or_default(),
+        };
+        if self.is_cold(id) {
+            // Cold stays cold: the checkpoint is on disk; a wake restores it.
+            self.net
+                .reserve(&[(meta.subnet_index, id.clone(), meta.ip)]);
+            self.register(spec, meta.clone(), Phase::Cold);
+            return Ok(created(&meta));
+        }
+        let (r, idc, ns) = (self.runsc.clone(), id.clone(), self.dir(id).join("netns"));
+        let status = blocking(move || Ok(r.status(&idc, &ns))).await?;
+        match status.as_deref() {
+            Some("running") | Some("paused") => {
+                self.net
+                    .reserve(&[(meta.subnet_index, id.clone(), meta.ip)]);
+                let phase = if status.as_deref() == Some("paused") {
+                    Phase::Paused
+                } else {
+                    Phase::Running
+                };
+                self.register(spec, meta.clone(), phase);
+                tracing::info!(sandbox = %id, "re-attached to running gvisor sandbox");
+                Ok(created(&meta))
+            }
+            _ => self.boot(spec, Some(meta.ip)).await,
+        }
+    }
+}
+
+/// lohar's config file: the same fields the namespace engine delivers.
+fn lohar_config(dns: &[String], spec: &SandboxSpec) -> Vec<u8> {
+    let files: serde_json::Map<String, serde_json::Value> = spec
+        .files
+        .iter()
+        .map(|f| {
+            (
+                f.path.clone(),
+                serde_json::json!({
+                    "content": base64::engine::general_purpose::STANDARD.encode(&f.content),
+                    "mode": format!("{:04o}", f.mode),
+                }),
+            )
+        })
+        .collect();
+    serde_json::json!({
+        "sandbox_id": spec.id,
+        "hostname": spec.name,
+        "token": spec.agent_token,
+        "env": spec.env,
+        "files": files,
+        "init": spec.init.clone().unwrap_or_default(),
+        "dns": dns,
+        "user": "lohar",
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// Mounts the overlay and writes the bundle and lohar's config (blocking).
+fn prepare_fs(
+    cfg: &GvisorConfig,
+    spec: &SandboxSpec,
+    image_rootfs: &Path,
+) -> Result<(), EngineError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let d = cfg.dir.join("sandboxes").join(&spec.id);
+    for sub in ["upper", "work", "rootfs", "boot", "bundle"] {
+        std::fs::create_dir_all(d.join(sub)).map_err(|e| io(format!("create {sub}"), e))?;
+    }
+    let rootfs = d.join("rootfs");
+    if !runsc::is_mounted(&rootfs) {
+        let opts = format!(
+            "lowerdir={},upperdir={},workdir={}",
+            image_rootfs.display(),
+            d.join("upper").display(),
+            d.join("work").display()
+        );
+        nix::mount::mount(
+            Some("overlay"),
+            &rootfs,
+            Some("overlay"),
+            nix::mount::MsFlags::empty(),
+            Some(opts.as_str()),
+        )
+        .map_err(|e| io("mount overlay", e))?;
+    }
+    // The mount point of lohar's read-only bind inside the bound `/run/bhatti`.
+    std::fs::write(d.join("boot").join("lohar"), b"")
+        .map_err(|e| io("create lohar mount point", e))?;
+    let cfg_path = d.join("boot").join("config.json");
+    let _ = std::fs::remove_file(&cfg_path);
+    std::fs::OpenOptions::new()
+        .create_new(true)
+        .write(true)
+        .mode(0o600)
+        .open(&cfg_path)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, &lohar_config(&cfg.dns, spec)))
+        .map_err(|e| io("write lohar config", e))?;
+    let bundle = oci::build(&oci::BundleSpec {
+        rootfs,
+        boot_dir: d.join("boot"),
+        lohar: cfg.lohar.clone(),
+        hostname: spec.name.clone(),
+        netns: d.join("netns"),
+        cgroups_path: PathBuf::from(format!("/{}/{}", cfg.cgroup_parent, spec.id)),
+    })
+    .map_err(|e| io("build OCI spec", e))?;
+    let json = serde_json::to_vec_pretty(&bundle).map_err(|e| io("write OCI spec", e))?;
+    std::fs::write(d.join("bundle").join("config.json"), json).map_err(|e| io("write OCI spec", e))
+}
+
+#[async_trait]
+impl Engine for GvisorEngine {
+    fn name(&self) -> &'static str {
+        "gvisor"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            pause: true,
+            snapshot_memory: true,
+        }
+    }
+
+    async fn create(&self, spec: &SandboxSpec) -> Result<Created, EngineError> {
+        if !valid_key(&spec.id) {
+            return Err(io("create", format!("invalid sandbox id {:?}", spec.id)));
+        }
+        // Resolve the image first: an unknown image must leave nothing behind.
+        self.images.rootfs(&spec.image).map_err(|e| match e {
+            crate::image::ImageError::NotFound(n) => EngineError::ImageNotFound(n),
+            other => io("resolve image", other),
+        })?;
+        if self.dir(&spec.id).exists() {
+            return Err(io("create", format!("sandbox {} already exists", spec.id)));
+        }
+        match self.boot(spec, None).await {
+            Ok(c) => Ok(c),
+            Err(e) => {
+                self.sandboxes
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&spec.id);
+                let _ = self.teardown(&spec.id, Some(spec.subnet_index)).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn destroy(&self, engine_id: &str) -> Result<(), EngineError> {
+        if !valid_key(engine_id) {
+            return Ok(());
+        }
+        let sb = self.get(engine_id);
+        let _g = match &sb {
+            Some(sb) => Some(sb.gate.lock().await),
+            None => None,
+        };
+        self.sandboxes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(engine_id);
+        self.teardown(engine_id, sb.as_ref().map(|s| s.meta.subnet_index))
+            .await
+    }
+
+    async fn state(&self, engine_id: &str) -> Result<RunState, EngineError> {
+        let Some(sb) = self.get(engine_id) else {
+            return Ok(if valid_key(engine_id) && self.dir(engine_id).is_dir() {
+                RunState::Stopped
+            } else {
+                RunState::Missing
+            });
+        };
+        Ok(match sb.phase() {
+            // Cold is a deeper warm: the sandbox is there and an operation wakes it.
+            Phase::Paused | Phase::Cold => RunState::Paused,
+            Phase::Stopped => RunState::Stopped,
+            Phase::Running => {
+                let (r, id, ns) = (
+                    self.runsc.clone(),
+                    engine_id.to_string(),
+                    self.dir(engine_id).join("netns"),
+                );
+                match blocking(move || Ok(r.status(&id, &ns))).await?.as_deref() {
+                    Some("running") => RunState::Running,
+                    Some("paused") => RunState::Paused,
+                    _ => RunState::Stopped,
+                }
+            }
+        })
+    }
+
+    async fn pause(&self, engine_id: &str) -> Result<(), EngineError> {
+        let sb = self
+            .get(engine_id)
+            .ok_or_else(|| EngineError::NotFound(engine_id.into()))?;
+        let _g = sb.gate.lock().await;
+        match sb.phase() {
+            Phase::Paused | Phase::Cold => return Ok(()),
+            Phase::Stopped => return Err(io("pause", "sandbox is stopped")),
+            Phase::Running => {}
+        }
+        let (r, id, log) = (
+            self.runsc.clone(),
+            engine_id.to_string(),
+            self.dir(engine_id).join("runsc.log"),
+        );
+        blocking(move || {
+            r.run(
+                &["pause", &id],
+                netns_opt(&log.with_file_name("netns")),
+                &log,
+            )
+        })
+        .await?;
+        sb.set(Phase::Paused);
+        Ok(())
+    }
+
+    async fn resume(&self, engine_id: &str) -> Result<(), EngineError> {
+        let sb = self
+            .get(engine_id)
+            .ok_or_else(|| EngineError::NotFound(engine_id.into()))?;
+        let _g = sb.gate.lock().await;
+        match sb.phase() {
+            Phase::Running => Ok(()),
+            Phase::Stopped => Err(io("resume", "sandbox is stopped")),
+            Phase::Cold => self.wake_cold(&sb).await,
+            Phase::Paused => {
+                let (r, id, log) = (
+                    self.runsc.clone(),
+                    engine_id.to_string(),
+                    self.dir(engine_id).join("runsc.log"),
+                );
+                blocking(move || {
+                    r.run(
+                        &["resume", &id],
+                        netns_opt(&log.with_file_name("netns")),
+                        &log,
+                    )
+                })
+                .await?;
+                sb.set(Phase::Running);
+                Ok(())
+            }
+        }
+    }
+
+    async fn snapshot(&self, engine_id: &str) -> Result<(), EngineError> {
+        let sb = self
+            .get(engine_id)
+            .ok_or_else(|| EngineError::NotFound(engine_id.into()))?;
+        let _g = sb.gate.lock().await;
+        match sb.phase() {
+            Phase::Cold => return Ok(()),
+            Phase::Stopped => return Err(io("snapshot", "sandbox is stopped")),
+            Phase::Running | Phase::Paused => {}
+        }
+        match self.checkpoint(engine_id).await {
+            Ok(()) => {
+                sb.set(Phase::Cold);
+                Ok(())
+            }
+            Err(e) => Err(self.recover_failed_snapshot(&sb, e).await),
+        }
+    }
+
+    async fn agent(&self, engine_id: &str) -> Result<AgentEndpoint, EngineError> {
+        let sb = self
+            .get(engine_id)
+            .ok_or_else(|| EngineError::NotFound(engine_id.into()))?;
+        Ok(Self::endpoint(sb.meta.ip, &sb.token))
+    }
+
+    async fn stop(&self, engine_id: &str) -> Result<(), EngineError> {
+        let Some(sb) = self.get(engine_id) else {
+            return if valid_key(engine_id) && self.dir(engine_id).is_dir() {
+                Ok(())
+            } else {
+                Err(EngineError::NotFound(engine_id.into()))
+            };
+        };
+        let _g = sb.gate.lock().await;
+        if matches!(sb.phase(), Phase::Running | Phase::Paused) {
+            if let Err(e) = self.checkpoint(engine_id).await {
+                // Stop must stop: without a checkpoint the next start boots afresh.
+                tracing::warn!(sandbox = %engine_id, error = %e, "stop: checkpoint failed; processes not kept");
+                let d = self.dir(engine_id);
+                let _ = std::fs::remove_dir_all(d.join("checkpoint"));
+                let _ = std::fs::remove_file(d.join(COLD_MARKER));
+                let (r, id, log) = (
+                    self.runsc.clone(),
+                    engine_id.to_string(),
+                    d.join("runsc.log"),
+                );
+                let _ = blocking(move || {
+                    r.run(
+                        &["delete", "-force", &id],
+                        netns_opt(&log.with_file_name("netns")),
+                        &log,
+                    )
+                })
+                .await;
+            }
+        }
+        let _ = std::fs::write(self.dir(engine_id).join(STOPPED_MARKER), b"");
+        sb.set(Phase::Stopped);
+        Ok(())
+    }
+
+    async fn start(&self, spec: &SandboxSpec) -> Result<Created, EngineError> {
+        let id = &spec.id;
+        let meta = self
+            .load_state(id)
+            .ok_or_else(|| io("start", "no saved state (sandbox directory missing)"))?;
+        let sb = match self.get(id) {
+            Some(sb) => sb,
+            None => self.register(spec, meta.clone(), Phase::Stopped),
+        };
+        let _g = sb.gate.lock().await;
+        if matches!(sb.phase(), Phase::Running | Phase::Paused) {
+            return Err(io("start", "sandbox is running"));
+        }
+        let r = if self.is_cold(id) {
+            self.wake_cold(&sb).await
+        } else {
+            // Never checkpointed (or the checkpoint failed): a fresh boot over its files.
+            let image = self
+                .images
+                .rootfs(&spec.image)
+                .map_err(|e| io("resolve image", e))?;
+            let (cfg, s) = (self.cfg.clone(), sb.spec.clone());
+            blocking(move || prepare_fs(&cfg, &s, &image)).await?;
+            let r = self.launch(id, &meta, &sb.token, false, true).await;
+            if r.is_ok() {
+                sb.set(Phase::Running);
+            }
+            r
+        };
+        r?;
+        let _ = std::fs::remove_file(self.dir(id).join(STOPPED_MARKER));
+        Ok(Created {
+            engine_id: id.clone(),
+            ip: Some(meta.ip),
+            meta: serde_json::to_value(&meta).unwrap_or_default(),
+        })
+    }
+
+    async fn usage(&self, engine_id: &str) -> Option<u64> {
+        self.cgroups.open(engine_id)?.cpu_usage_usec().ok()
+    }
+
+    async fn recover(
+        &self,
+        sandboxes: Vec<SandboxSpec>,
+    ) -> Vec<(String, Result<Created, EngineError>)> {
+        let wanted: std::collections::HashSet<String> =
+            sandboxes.iter().map(|s| s.id.clone()).collect();
+        // Stopped sandboxes are not listed (they do not run) but keep their files, checkpoint
+        // and IP; everything else unlisted is a crashed daemon's leftover.
+        let mut kept_net = Vec::new();
+        for e in std::fs::read_dir(self.cfg.dir.join("sandboxes"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let id = e.file_name().to_string_lossy().into_owned();
+            if wanted.contains(&id) || !valid_key(&id) {
+                continue;
+            }
+            if self.dir(&id).join(STOPPED_MARKER).exists() {
+                if let Some(m) = self.load_state(&id) {
+                    kept_net.push((m.subnet_index, id.clone(), m.ip));
+                }
+                continue;
+            }
+            tracing::info!(sandbox = %id, "removing leftovers of a gvisor sandbox the store does not know");
+            let _ = self.teardown(&id, None).await;
+        }
+        self.net.reserve(&kept_net);
+        let mut out = Vec::new();
+        for spec in &sandboxes {
+            let r = self.recover_one(spec).await;
+            if let Err(e) = &r {
+                tracing::warn!(sandbox = %spec.id, error = %e, "could not recover gvisor sandbox");
+            }
+            out.push((spec.id.clone(), r));
+        }
+        if self.own_net {
+            // Everything live has been reserved or attached above; this sweeps the rest.
+            if let Err(e) = self.net.reconcile(&[]).await {
+                tracing::warn!(error = %e, "network reconcile failed");
+            }
+        }
+        out
+    }
+}
