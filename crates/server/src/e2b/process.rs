@@ -185,6 +185,11 @@ pub(super) async fn rpc(
                     .ok_or_else(|| RpcError::new(Code::NotFound, "process not found"))?;
                 sbx.agent(&st).await?;
                 let rx = p.events.subscribe();
+                // The driver leaves the table before it announces the end: a process still
+                // listed after subscribing will send its end event to this subscriber.
+                if sbx.meta.procs.find(&Selector::Pid(p.pid)).is_none() {
+                    return Err(RpcError::new(Code::NotFound, "process already ended"));
+                }
                 Ok(stream_response(
                     p.pid,
                     rx,
@@ -381,21 +386,22 @@ async fn start(
         connect::timeout_ms(headers).map(|d| tokio::time::Instant::now() + super::capped(d));
     let driver = tokio::spawn(async move {
         let _busy = busy;
-        drive(ch, in_rx, events, stream_name, deadline).await;
+        let end = drive(ch, in_rx, &events, stream_name, deadline).await;
         meta.procs.map().remove(&pid);
+        let _ = events.send(end);
     });
     *proc_.driver.lock().unwrap_or_else(|e| e.into_inner()) = Some(driver);
     Ok(stream_response(pid, rx, deadline))
 }
 
-/// Relays one process: input to lohar, output and the end to the event channel.
+/// Relays one process: input to lohar, output to the event channel; returns its end.
 async fn drive(
     ch: AgentChannel,
     mut input: mpsc::UnboundedReceiver<Input>,
-    events: broadcast::Sender<Ev>,
+    events: &broadcast::Sender<Ev>,
     stream_name: &'static str,
     deadline: Option<tokio::time::Instant>,
-) {
+) -> Ev {
     let (mut rd, mut wr) = ch.into_split();
     let mut input_open = true;
     // The process's lifetime ends at the deadline even when no client is streaming it.
@@ -433,7 +439,7 @@ async fn drive(
             }
         }
     };
-    let _ = events.send(end);
+    end
 }
 
 /// The server stream of Start/Connect: start event, output, end (or a deadline error).
