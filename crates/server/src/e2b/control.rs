@@ -434,6 +434,12 @@ async fn pause(State(st): State<E2bState>, headers: HeaderMap, Path(id): Path<St
                 format!("sandbox {id} is already paused"),
             ));
         }
+        if !st.app.engine.capabilities().pause {
+            return Err(ApiErr(
+                StatusCode::NOT_IMPLEMENTED,
+                format!("the {} engine cannot pause sandboxes", st.app.engine.name()),
+            ));
+        }
         crate::thermal::pause_now(&st.app, &row).await?;
         meta.paused.store(true, Ordering::SeqCst);
         // A paused sandbox does not time out; connect sets a new timeout.

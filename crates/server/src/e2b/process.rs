@@ -471,7 +471,7 @@ fn stream_response(
                 }
                 // The driver kills the process at the same deadline.
                 _ = tokio::time::sleep_until(deadline_at) => {
-                    let e = RpcError::new(Code::DeadlineExceeded, "the process's timeout passed; it was killed");
+                    let e = RpcError::new(Code::DeadlineExceeded, "the request's timeout (Connect-Timeout-Ms) passed; a started process is killed at it");
                     let _ = tx.send(Ok(connect::end_stream(Some(&e)))).await;
                     return;
                 }
