@@ -112,6 +112,13 @@ fn file_api_stays_inside_the_sandbox() {
         "{ls_tmp}"
     );
     std::fs::remove_file(&host_marker).unwrap();
+    // The harness's leak check sees a live sandbox (so an empty result after destroy means
+    // something).
+    let live = d.leftovers(true);
+    assert!(
+        !live.processes.is_empty() && !live.cgroups.is_empty() && !live.links.is_empty(),
+        "{live:?}"
+    );
     d.ok(&["destroy", "box", "-y"]);
 }
 

@@ -67,6 +67,8 @@ pub struct Daemon {
     pub cgroup_parent: String,
     /// The admin key written at first start.
     pub token: String,
+    /// Open fds of the daemon process once it first answered (leak check baseline).
+    fds_at_start: Option<usize>,
 }
 
 fn rand_hex(n: usize) -> String {
@@ -115,6 +117,7 @@ impl Daemon {
             port,
             cgroup_parent,
             token: String::new(),
+            fds_at_start: None,
         };
         d.spawn_daemon();
         let cfg = std::fs::read_to_string(d.dir.path().join("home/config.yaml"))
@@ -155,6 +158,7 @@ impl Daemon {
         while Instant::now() < deadline {
             let out = self.cli_raw(&["version"]);
             if String::from_utf8_lossy(&out.stdout).contains("server:") {
+                self.fds_at_start = self.daemon_fds();
                 return;
             }
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
@@ -334,8 +338,114 @@ impl Daemon {
     }
 }
 
+/// What a daemon left on the host: processes in its cgroups or inside its directory, cgroups,
+/// sandbox links in its namespace, and mounts under its directory.
+#[derive(Debug, Default, PartialEq)]
+pub struct Leftovers {
+    pub processes: Vec<String>,
+    pub cgroups: Vec<String>,
+    pub links: Vec<String>,
+    pub mounts: Vec<String>,
+}
+
+impl Leftovers {
+    pub fn is_empty(&self) -> bool {
+        *self == Leftovers::default()
+    }
+}
+
+impl Daemon {
+    /// Everything of this daemon's sandboxes still on the host (see [`Leftovers`]). With no
+    /// sandbox left in the daemon's list, all of it must be empty.
+    pub fn leftovers(&self, with_links: bool) -> Leftovers {
+        let dir = self.dir.path().display().to_string();
+        let mut processes = Vec::new();
+        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !name.bytes().all(|b| b.is_ascii_digit()) {
+                continue;
+            }
+            let in_cgroup = std::fs::read_to_string(e.path().join("cgroup"))
+                .is_ok_and(|c| c.contains(&format!("/{}/", self.cgroup_parent)));
+            let in_dir = ["root", "cwd"].iter().any(|l| {
+                std::fs::read_link(e.path().join(l)).is_ok_and(|t| t.starts_with(self.dir.path()))
+            });
+            if in_cgroup || in_dir {
+                let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
+                processes.push(format!("{name} {}", comm.trim()));
+            }
+        }
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(&dir))
+            .map(str::to_string)
+            .collect();
+        Leftovers {
+            processes,
+            cgroups: self.cgroups(),
+            links: if with_links { self.links() } else { Vec::new() },
+            mounts,
+        }
+    }
+
+    /// Open fds of the running daemon process.
+    pub fn daemon_fds(&self) -> Option<usize> {
+        let pid = self.child.as_ref()?.id();
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .ok()
+            .map(|d| d.count())
+    }
+
+    /// Whether the cgroup parent directory still exists in any hierarchy.
+    fn cgroup_parent_exists(&self) -> bool {
+        std::fs::read_dir("/sys/fs/cgroup")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .chain(std::iter::once(PathBuf::from("/sys/fs/cgroup")))
+            .any(|base| base.join(&self.cgroup_parent).is_dir())
+    }
+}
+
 impl Drop for Daemon {
     fn drop(&mut self) {
+        // Leak check, after every e2e test: a test whose daemon lists no sandbox any more must
+        // have left nothing behind (processes, cgroups, links, mounts). Skipped when the test
+        // already failed (a panic in a panic aborts) or kept sandboxes on purpose.
+        let check = !std::thread::panicking() && self.child.is_some();
+        let mut leaks = None;
+        if check {
+            let out = self.command(&["--json", "list"]).output();
+            let empty = out.ok().and_then(|o| {
+                serde_json::from_slice::<Vec<serde_json::Value>>(&o.stdout)
+                    .ok()
+                    .map(|v| v.is_empty())
+            });
+            if empty == Some(true) {
+                // Destroy's cleanup may finish just after its answer.
+                let deadline = Instant::now() + Duration::from_secs(10);
+                let mut l = self.leftovers(true);
+                while !l.is_empty() && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(100));
+                    l = self.leftovers(true);
+                }
+                if !l.is_empty() {
+                    leaks = Some(format!("{l:?}"));
+                }
+                // With no sandbox left, the daemon holds about the fds it started with (a few
+                // of slack: the store's WAL files, the thermal manager's timers).
+                if let (Some(start), Some(now)) = (self.fds_at_start, self.daemon_fds()) {
+                    if now > start + 8 {
+                        leaks = Some(format!(
+                            "{} daemon fds {now}, {start} at start",
+                            leaks.unwrap_or_default()
+                        ));
+                    }
+                }
+            }
+        }
         if let Some(mut c) = self.child.take() {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(c.id() as i32),
@@ -359,5 +469,26 @@ impl Drop for Daemon {
         }
         let _ = self.netns_holder.kill();
         let _ = self.netns_holder.wait();
+        if std::thread::panicking() {
+            return;
+        }
+        assert!(
+            leaks.is_none(),
+            "e2e leak check: all sandboxes destroyed, but left behind: {}",
+            leaks.unwrap_or_default()
+        );
+        // Whatever the test did, the harness's own teardown leaves nothing either.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut l = self.leftovers(false);
+        while (!l.is_empty() || self.cgroup_parent_exists()) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+            l = self.leftovers(false);
+        }
+        assert!(
+            l.is_empty() && !self.cgroup_parent_exists(),
+            "e2e leak check: left behind after teardown: {l:?} (cgroup parent {} exists: {})",
+            self.cgroup_parent,
+            self.cgroup_parent_exists()
+        );
     }
 }
