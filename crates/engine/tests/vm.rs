@@ -404,6 +404,21 @@ vm_test!(
             "warm wake {warm_wake:?}; cold (snapshot + exit) {cold_saves:?}; \
              cold wake → first exec {cold_wakes:?}"
         );
+        // The guest's clock does not stay behind by the time it spent cold (its clock stops
+        // with QEMU; lohar steps it to the RTC, which QEMU keeps at host time).
+        t.engine.hibernate(&s.engine_id).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        t.engine.resume(&s.engine_id).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let guest: i64 = stdout(&sh(&s, "date +%s").await).parse().unwrap();
+        let host = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        assert!(
+            (host - guest).abs() <= 2,
+            "guest clock {guest}, host {host}"
+        );
         // The detached session survived every cycle, scrollback and all.
         let sessions = s.client.list_sessions().await.unwrap();
         assert!(

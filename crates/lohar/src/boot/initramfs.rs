@@ -30,6 +30,13 @@ pub const CONFIG_HANDOFF: &str = "/run/bhatti-config.json";
 const NEWROOT: &str = "/newroot";
 const DEVICE_TIMEOUT: Duration = Duration::from_secs(20);
 
+static BOOTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether this process came up through bhatti's initramfs (it runs in a VM).
+pub fn booted_from_initramfs() -> bool {
+    BOOTED.load(std::sync::atomic::Ordering::SeqCst)
+}
+
 /// When running as `/init` of bhatti's initramfs: does stage 1 and sets `LOHAR_CONFIG` to the
 /// handed-off config. Anywhere else it does nothing. A failed stage 1 powers the VM off: a
 /// guest without its root or config can only hang.
@@ -38,7 +45,10 @@ pub fn stage1_if_initramfs() {
         return;
     }
     match stage1() {
-        Ok(()) => std::env::set_var("LOHAR_CONFIG", CONFIG_HANDOFF),
+        Ok(()) => {
+            BOOTED.store(true, std::sync::atomic::Ordering::SeqCst);
+            std::env::set_var("LOHAR_CONFIG", CONFIG_HANDOFF)
+        }
         Err(e) => {
             eprintln!("lohar: stage 1 failed: {e}");
             let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_POWER_OFF);

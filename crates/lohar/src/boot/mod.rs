@@ -1,5 +1,6 @@
 //! PID-1 duties, done synchronously before the async runtime starts.
 
+pub mod clock;
 pub mod identity;
 pub mod initramfs;
 pub mod mounts;
@@ -20,5 +21,9 @@ pub fn pid1(config: &SandboxConfig) {
     }
     if let Err(e) = net::loopback_up() {
         tracing::warn!(error = %e, "bringing lo up failed");
+    }
+    if initramfs::booted_from_initramfs() {
+        // A VM's clock stops while it is warm or cold; keep it on the host's time.
+        clock::start_rtc_sync();
     }
 }
