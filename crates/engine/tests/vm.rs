@@ -528,3 +528,46 @@ vm_test!(
         t.engine.destroy(&b.engine_id).await.unwrap();
     }
 );
+
+vm_test!(failed_create_leaves_nothing_behind, || async {
+    // A QEMU that fails at once (no VM boots: cheap): every resource of the create is undone.
+    ensure_image("tiny");
+    let dir = tempfile::tempdir().unwrap();
+    let parent = format!("bhatti-vmtest-{}", rand_hex(4));
+    let cfg = VmConfig {
+        qemu: PathBuf::from("/bin/false"),
+        ..vm_config(dir.path(), &parent)
+    };
+    let engine = VmEngine::new(cfg).await.expect("vm engine starts");
+    let t = VmTest {
+        engine: Arc::new(engine),
+        dir,
+        cgroup_parent: parent,
+    };
+    let sp = spec("vm-fails", "tiny", 1);
+    let err = t.engine.create(&sp).await.unwrap_err();
+    assert!(err.to_string().contains("start qemu"), "{err}");
+    assert!(!t.dir.path().join("sandboxes").join(&sp.id).exists());
+    let links = std::process::Command::new("ip")
+        .args(["-o", "link"])
+        .output()
+        .unwrap();
+    let links = String::from_utf8_lossy(&links.stdout);
+    assert!(
+        !links.contains("bh-") && !links.contains("brbhatti"),
+        "{links}"
+    );
+    let cg = bhatti_engine::cgroups::Cgroups::detect(&t.cgroup_parent).unwrap();
+    assert!(cg.list().unwrap_or_default().is_empty());
+    assert_eq!(t.engine.state(&sp.id).await.unwrap(), RunState::Missing);
+    // An unknown image is a clear error before anything is made.
+    let err = t
+        .engine
+        .create(&spec("vm-noimg", "no-such-image", 1))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, bhatti_engine::EngineError::ImageNotFound(_)),
+        "{err}"
+    );
+});
