@@ -382,6 +382,12 @@ vm_test!(
                 "QEMU exits when cold"
             );
             assert!(dir.join("memory.snap").is_file());
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.join("memory.snap"))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "guest memory is root-only");
             assert_eq!(
                 t.engine.state(&s.engine_id).await.unwrap(),
                 RunState::Paused

@@ -5,6 +5,7 @@
 //! there, so nothing but the directory is needed to re-attach after a daemon restart.
 
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -404,10 +405,12 @@ impl Vmm for Qemu {
             "migrate-set-parameters",
             Some(json!({ "max-bandwidth": 64u64 << 30 })),
         )?;
+        // Guest memory holds the sandbox's secrets: root-only.
         let f = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
+            .mode(0o600)
             .open(file)?;
         q.send_fd("snapshot", f.as_raw_fd())?;
         q.execute("migrate", Some(json!({ "uri": "fd:snapshot" })))?;
