@@ -5,6 +5,7 @@
 mod harness;
 
 mod api_contract;
+mod chaos;
 mod escape;
 mod lifecycle;
 mod ops;
