@@ -932,7 +932,12 @@ impl Engine for VmEngine {
         let meta = self
             .load_meta(&spec.id)
             .ok_or_else(|| EngineError::NotFound(spec.id.clone()))?;
-        let want = Some(meta.ip);
+        // The old address only if nobody took it while the VM was stopped; else any free one
+        // (the guest is configured afresh at boot, and the store records the new one).
+        let want = self
+            .net
+            .ip_available(spec.subnet_index, &spec.id, meta.ip)
+            .then_some(meta.ip);
         let r = self.boot(spec, meta, want).await;
         match &r {
             Ok(_) => {
@@ -1102,7 +1107,10 @@ impl VmEngine {
             }
             let r = match m {
                 Some(m) => {
-                    let want = Some(m.ip);
+                    let want = self
+                        .net
+                        .ip_available(spec.subnet_index, &spec.id, m.ip)
+                        .then_some(m.ip);
                     self.teardown(&spec.id, None, false).await;
                     let r = self.boot(&spec, m, want).await;
                     if r.is_err() {
