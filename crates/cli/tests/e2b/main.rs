@@ -55,6 +55,8 @@ fn sdk_command(d: &Daemon, program: &Path) -> Command {
         .env("E2B_API_URL", &url)
         .env("E2B_SANDBOX_URL", &url)
         .env("E2B_DOMAIN", "e2b.localhost")
+        // Nothing written into the source tree.
+        .env("PYTHONDONTWRITEBYTECODE", "1")
         .current_dir(repo_root().join("tests/e2b"));
     c
 }
