@@ -389,6 +389,11 @@ impl Daemon {
         }
     }
 
+    /// Pid of the running daemon process.
+    pub fn daemon_pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     /// Open fds of the running daemon process.
     pub fn daemon_fds(&self) -> Option<usize> {
         let pid = self.child.as_ref()?.id();

@@ -8,6 +8,7 @@ mod api_contract;
 mod chaos;
 mod escape;
 mod lifecycle;
+mod load;
 mod ops;
 mod proxy;
 mod shell;
