@@ -262,10 +262,18 @@ vm_test!(
             .unwrap();
         assert_eq!(limit, (384 + 256 + 64) << 20);
 
-        // stop/start: QEMU goes, the overlay stays; start boots it again with its files.
-        sh(&s, "echo persisted > /workspace/p.txt; sync").await;
+        // stop/start: as in the original, stop snapshots the memory (QEMU gone) and start
+        // restores it: files, address and processes intact.
+        sh(
+            &s,
+            "echo persisted > /workspace/p.txt; sleep 1000 > /dev/null 2>&1 &",
+        )
+        .await;
+        let sleeper = stdout(&sh(&s, "pidof sleep").await);
+        assert!(!sleeper.is_empty());
         t.engine.stop(&s.engine_id).await.unwrap();
         assert!(t.engine.qemu_pid(&s.engine_id).is_none());
+        assert!(t.engine.cgroup(&s.engine_id).is_none());
         assert_eq!(
             t.engine.state(&s.engine_id).await.unwrap(),
             RunState::Stopped
@@ -277,6 +285,11 @@ vm_test!(
             ..s
         };
         assert_eq!(stdout(&sh(&s, "cat /workspace/p.txt").await), "persisted");
+        assert_eq!(
+            stdout(&sh(&s, "pidof sleep").await),
+            sleeper,
+            "processes survive stop/start"
+        );
         t.engine.destroy(&s.engine_id).await.unwrap();
     }
 );
@@ -480,6 +493,12 @@ vm_test!(
         sh(&b, "echo cold-file > /workspace/f").await;
         t.engine.hibernate(&b.engine_id).await.unwrap();
         let c = boot(&t, &spec_c).await;
+        // A stopped VM (memory on disk), which the server does not list at recovery.
+        let spec_d = spec("vm-stopped", "tiny", 1);
+        let dd = boot(&t, &spec_d).await;
+        sh(&dd, "sleep 2000 > /dev/null 2>&1 &").await;
+        let sleeper_d = stdout(&sh(&dd, "pidof sleep").await);
+        t.engine.stop(&dd.engine_id).await.unwrap();
         let qemu_a = t.engine.qemu_pid(&a.engine_id).unwrap();
         let qemu_c = t.engine.qemu_pid(&c.engine_id).unwrap();
 
@@ -530,8 +549,18 @@ vm_test!(
         assert!(
             !String::from_utf8_lossy(&links.stdout).contains(&format!("bh-{}", &c.engine_id[..8]))
         );
+        // The stopped one starts after the restart with its processes (its TAP and address
+        // were kept for it).
+        let c_d = t.engine.start(&spec_d).await.expect("start the stopped VM");
+        assert_eq!(c_d.ip, Some(dd.ip));
+        let dd = Sandbox {
+            client: AgentClient::new(t.engine.agent(&dd.engine_id).await.unwrap()),
+            ..dd
+        };
+        assert_eq!(stdout(&sh(&dd, "pidof sleep").await), sleeper_d);
         t.engine.destroy(&a.engine_id).await.unwrap();
         t.engine.destroy(&b.engine_id).await.unwrap();
+        t.engine.destroy(&dd.engine_id).await.unwrap();
     }
 );
 

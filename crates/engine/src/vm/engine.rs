@@ -698,6 +698,11 @@ impl VmEngine {
     pub async fn hibernate(&self, engine_id: &str) -> Result<(), EngineError> {
         let lock = self.lock_for(engine_id);
         let _g = lock.lock().await;
+        self.hibernate_locked(engine_id).await
+    }
+
+    /// [`VmEngine::hibernate`] with the sandbox's lock held.
+    async fn hibernate_locked(&self, engine_id: &str) -> Result<(), EngineError> {
         if self.get(engine_id).is_none() {
             return Err(EngineError::NotFound(engine_id.into()));
         }
@@ -730,6 +735,51 @@ impl VmEngine {
         let _ = std::fs::remove_file(dir.join(COLD_MARKER));
         let _ = std::fs::remove_file(dir.join(SNAPSHOT));
         Ok(())
+    }
+
+    /// Start of a stopped VM whose memory is on disk: its address and TAP (the restored guest
+    /// has them configured; remade after a daemon restart), a cgroup, the restore, lohar.
+    async fn restore_stopped(
+        &self,
+        spec: &SandboxSpec,
+        meta: &VmMeta,
+    ) -> Result<Created, EngineError> {
+        let id = &spec.id;
+        let cgroup = match self.cgroups.open(id) {
+            Some(c) => c,
+            None => self
+                .cgroups
+                .create(id, &self.limits(meta))
+                .map_err(|e| io("create cgroup", e))?,
+        };
+        let att = self
+            .net
+            .attach_tap(meta.subnet_index, id, Some(meta.ip))
+            .await
+            .map_err(|e| io("attach network", e))?;
+        let r = Arc::new(Running {
+            meta: meta.clone(),
+            token: spec.agent_token.clone(),
+            cgroup,
+        });
+        self.wake_cold(id, &r).await?;
+        self.sandboxes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.clone(), r);
+        let client = AgentClient::new(Self::endpoint(att.ip, &spec.agent_token));
+        if let Err(e) = client.wait_ready(self.cfg.ready_timeout).await {
+            self.sandboxes
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(id);
+            return Err(io("wait for lohar", e));
+        }
+        Ok(Created {
+            engine_id: id.clone(),
+            ip: Some(att.ip),
+            meta: serde_json::to_value(meta).unwrap_or_default(),
+        })
     }
 }
 
@@ -836,6 +886,9 @@ impl Engine for VmEngine {
     }
 
     async fn state(&self, engine_id: &str) -> Result<RunState, EngineError> {
+        if self.dir(engine_id).join(STOPPED_MARKER).exists() {
+            return Ok(RunState::Stopped);
+        }
         if self.get(engine_id).is_none() {
             return Ok(if self.dir(engine_id).is_dir() {
                 RunState::Stopped
@@ -898,24 +951,47 @@ impl Engine for VmEngine {
     async fn stop(&self, engine_id: &str) -> Result<(), EngineError> {
         let lock = self.lock_for(engine_id);
         let _g = lock.lock().await;
-        let running = self
-            .sandboxes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(engine_id);
         let dir = self.dir(engine_id);
+        let running = self.get(engine_id);
         if running.is_none() && !dir.is_dir() {
             return Err(EngineError::NotFound(engine_id.into()));
         }
-        let subnet = running
-            .as_ref()
-            .map(|r| r.meta.subnet_index)
-            .or_else(|| self.load_meta(engine_id).map(|m| m.subnet_index));
-        // QEMU, cgroup and TAP go; overlay and vm.json (its IP) stay for start.
+        // As in the original: the memory goes to disk as for cold, so `start` brings back the
+        // processes and sessions. Should the snapshot fail, the VM is simply ended (its files
+        // stay and `start` boots it afresh).
+        let snapped = if self.is_cold(engine_id) {
+            true
+        } else if running.is_some() && self.vmm.pid(&dir).is_some() {
+            match self.hibernate_locked(engine_id).await {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!(sandbox = %engine_id, error = %e, "snapshot at stop failed; ending the VM");
+                    false
+                }
+            }
+        } else {
+            false
+        };
         let _ = std::fs::write(dir.join(STOPPED_MARKER), b"");
-        self.teardown(engine_id, subnet, false).await;
-        let _ = std::fs::remove_file(dir.join(SNAPSHOT));
-        let _ = std::fs::remove_file(dir.join(COLD_MARKER));
+        self.sandboxes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(engine_id);
+        if snapped {
+            // QEMU is gone; the TAP and the address stay (the saved guest has them), the empty
+            // cgroup goes (made again at start).
+            if let Some(cg) = self.cgroups.open(engine_id) {
+                let _ = tokio::task::spawn_blocking(move || cg.destroy()).await;
+            }
+        } else {
+            let subnet = running
+                .as_ref()
+                .map(|r| r.meta.subnet_index)
+                .or_else(|| self.load_meta(engine_id).map(|m| m.subnet_index));
+            self.teardown(engine_id, subnet, false).await;
+            let _ = std::fs::remove_file(dir.join(SNAPSHOT));
+            let _ = std::fs::remove_file(dir.join(COLD_MARKER));
+        }
         Ok(())
     }
 
@@ -932,6 +1008,22 @@ impl Engine for VmEngine {
         let meta = self
             .load_meta(&spec.id)
             .ok_or_else(|| EngineError::NotFound(spec.id.clone()))?;
+        if self.is_cold(&spec.id) {
+            match self.restore_stopped(spec, &meta).await {
+                Ok(c) => {
+                    let _ = std::fs::remove_file(self.dir(&spec.id).join(STOPPED_MARKER));
+                    return Ok(c);
+                }
+                Err(e) => {
+                    // The files are intact; a fresh boot over them beats no sandbox.
+                    tracing::warn!(sandbox = %spec.id, error = %e, "restore at start failed; booting afresh");
+                    self.teardown(&spec.id, None, false).await;
+                    let dir = self.dir(&spec.id);
+                    let _ = std::fs::remove_file(dir.join(SNAPSHOT));
+                    let _ = std::fs::remove_file(dir.join(COLD_MARKER));
+                }
+            }
+        }
         // The old address only if nobody took it while the VM was stopped; else any free one
         // (the guest is configured afresh at boot, and the store records the new one).
         let want = self
@@ -985,6 +1077,15 @@ impl VmEngine {
                 // A stopped VM is not running, so the server does not list it; its
                 // directory (the user's files) stays for `start`.
                 let stopped = e.path().join(STOPPED_MARKER).exists();
+                if stopped && e.path().join(COLD_MARKER).exists() {
+                    // A stopped VM whose memory is on disk keeps its address and TAP (the
+                    // saved guest has them configured): claimed before any reconcile.
+                    if let Some(m) = self.load_meta(&id) {
+                        if let Err(err) = self.net.adopt(m.subnet_index, &id, m.ip).await {
+                            tracing::warn!(sandbox = %id, error = %err, "cannot keep a stopped VM's address; it boots afresh at start");
+                        }
+                    }
+                }
                 if valid_key(&id) && !wanted.contains(&id) && !stopped {
                     let meta = self.load_meta(&id);
                     tracing::info!(sandbox = %id, "removing orphaned VM");
