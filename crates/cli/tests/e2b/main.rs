@@ -50,6 +50,8 @@ fn sdk_command(d: &Daemon, program: &Path) -> Command {
     let url = format!("http://127.0.0.1:{E2B_PORT}");
     let mut c = Command::new("nsenter");
     c.arg(format!("--net=/proc/{}/ns/net", d.netns_pid()))
+        // A hung suite fails the test instead of stalling CI.
+        .args(["timeout", "--kill-after=10", "600"])
         .arg(program)
         .env("E2B_API_KEY", &d.token)
         .env("E2B_API_URL", &url)
