@@ -881,6 +881,9 @@ mod tests {
     #[test]
     fn templates_and_config() {
         let c = E2bConfig::default();
+        // Off unless configured; ports are not public by default.
+        assert_eq!(c.listen, None);
+        assert!(!c.public_ports);
         assert_eq!(c.template("base").image, "minimal");
         assert_eq!(c.template("base").home, "/home/user");
         assert_eq!(c.template("tiny").image, "tiny");
