@@ -278,6 +278,14 @@ fn vm_sandbox_create_exec_files_cold_wake_and_daemon_restart() {
     assert_counting(&d, "after daemon restart");
     assert_eq!(qemu_pid(&vm_dir), Some(pid), "re-attached, not rebooted");
 
+    // stop/start: the memory goes to disk and comes back — the counter keeps counting.
+    d.ok(&["stop", "dev"]);
+    assert_eq!(sandbox(&d, "dev")["status"], "stopped");
+    assert!(qemu_pid(&vm_dir).is_none(), "QEMU ends at stop");
+    d.ok(&["start", "dev"]);
+    assert_counting(&d, "after stop/start");
+    let pid = qemu_pid(&vm_dir).expect("QEMU runs after start");
+
     // Destroy removes QEMU, TAP, overlay and config disk.
     d.ok(&["destroy", "dev", "-y"]);
     assert!(!alive(pid));
