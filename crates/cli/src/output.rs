@@ -236,6 +236,13 @@ pub fn describe(s: &Sandbox) -> String {
             &s.image
         },
     );
+    if let Some(e) = s.engine_meta.get("engine").and_then(|v| v.as_str()) {
+        // The vm engine records its accelerator: KVM and TCG differ by orders of magnitude.
+        match s.engine_meta.get("accel").and_then(|v| v.as_str()) {
+            Some(a) => line("Engine", &format!("{e} ({a})")),
+            None => line("Engine", e),
+        }
+    }
     line("Created", &s.created_at);
     if let Some(t) = s.stopped_at.as_deref().filter(|t| !t.is_empty()) {
         line("Stopped", t);
@@ -448,6 +455,10 @@ mod tests {
         let out = describe(&s);
         assert!(out.contains("Stopped:  2026-11-29T02:00:00Z\n"));
         assert!(out.contains("Disk:    — (stopped)"));
+        s.engine_meta = serde_json::json!({"engine": "vm", "accel": "tcg"});
+        assert!(describe(&s).contains("\nImage:    minimal\nEngine:   vm (tcg)\n"));
+        s.engine_meta = serde_json::json!({"engine": "namespace"});
+        assert!(describe(&s).contains("\nEngine:   namespace\n"));
     }
 
     #[test]

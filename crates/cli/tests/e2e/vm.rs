@@ -197,6 +197,8 @@ fn vm_sandbox_create_exec_files_cold_wake_and_daemon_restart() {
         "tcg"
     };
     assert_eq!(accel, want, "{info}");
+    let human = d.ok(&["inspect", "dev"]);
+    assert!(human.contains(&format!("Engine:   vm ({want})")), "{human}");
     let eid = info["engine_id"].as_str().unwrap().to_string();
     let vm_dir = d.data_dir().join("vm/sandboxes").join(&eid);
 
