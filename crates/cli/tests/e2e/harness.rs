@@ -402,6 +402,21 @@ impl Daemon {
             .map(|d| d.count())
     }
 
+    /// Lazily unmounts whatever is still mounted under the daemon's directory (deepest first),
+    /// so that a failed test does not leave mounts on the host.
+    fn unmount_leftovers(&self) {
+        let mut points: Vec<String> = self
+            .leftovers(false)
+            .mounts
+            .iter()
+            .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
+            .collect();
+        points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+        for p in points {
+            let _ = nix::mount::umount2(p.as_str(), nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+
     /// Whether the cgroup parent directory still exists in any hierarchy.
     fn cgroup_parent_exists(&self) -> bool {
         std::fs::read_dir("/sys/fs/cgroup")
@@ -416,18 +431,29 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        // Leak check, after every e2e test: a test whose daemon lists no sandbox any more must
-        // have left nothing behind (processes, cgroups, links, mounts). Skipped when the test
-        // already failed (a panic in a panic aborts) or kept sandboxes on purpose.
+        // Leak check, after every e2e test. Sandboxes the test kept are destroyed through the
+        // daemon first (the real destroy path); then, with no sandbox listed, nothing may be
+        // left (processes, cgroups, links, mounts, daemon fds). Skipped when the test already
+        // failed (a panic in a panic aborts).
         let check = !std::thread::panicking() && self.child.is_some();
         let mut leaks = None;
         if check {
-            let out = self.command(&["--json", "list"]).output();
-            let empty = out.ok().and_then(|o| {
-                serde_json::from_slice::<Vec<serde_json::Value>>(&o.stdout)
-                    .ok()
-                    .map(|v| v.is_empty())
-            });
+            let list = || -> Option<Vec<serde_json::Value>> {
+                let o = self.command(&["--json", "list"]).output().ok()?;
+                serde_json::from_slice(&o.stdout).ok()
+            };
+            let kept = list().unwrap_or_default();
+            for sb in &kept {
+                if let Some(id) = sb["id"].as_str() {
+                    let _ = self.command(&["destroy", id, "-y"]).output();
+                }
+            }
+            let deadline = Instant::now() + Duration::from_secs(20);
+            let mut empty = list().map(|v| v.is_empty());
+            while !kept.is_empty() && empty != Some(true) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(100));
+                empty = list().map(|v| v.is_empty());
+            }
             if empty == Some(true) {
                 // Destroy's cleanup may finish just after its answer.
                 let deadline = Instant::now() + Duration::from_secs(10);
@@ -475,6 +501,7 @@ impl Drop for Daemon {
         let _ = self.netns_holder.kill();
         let _ = self.netns_holder.wait();
         if std::thread::panicking() {
+            self.unmount_leftovers();
             return;
         }
         assert!(
@@ -489,6 +516,7 @@ impl Drop for Daemon {
             std::thread::sleep(Duration::from_millis(100));
             l = self.leftovers(false);
         }
+        self.unmount_leftovers();
         assert!(
             l.is_empty() && !self.cgroup_parent_exists(),
             "e2e leak check: left behind after teardown: {l:?} (cgroup parent {} exists: {})",
