@@ -509,10 +509,24 @@ vm_test!(
         let stopped_dir = cfg.sandboxes_dir.join(rand_hex(8));
         std::fs::create_dir_all(&stopped_dir).unwrap();
         std::fs::write(stopped_dir.join("stopped"), b"").unwrap();
+        // One whose QEMU dies while the daemon is down: booted again over its overlay.
+        let spec_e = spec("vm-died", "tiny", 1);
+        let e = boot(&t, &spec_e).await;
+        sh(&e, "echo survived > /workspace/e.txt; sync").await;
+        let qemu_e = t.engine.qemu_pid(&e.engine_id).unwrap();
         let old = std::mem::replace(&mut t.engine, Arc::new(VmEngine::new(cfg).await.unwrap()));
         drop(old);
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(qemu_e),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
         assert!(std::path::Path::new(&format!("/proc/{qemu_a}")).exists());
-        let mut results = t.engine.recover(vec![spec_a.clone(), spec_b.clone()]).await;
+        let mut results = t
+            .engine
+            .recover(vec![spec_a.clone(), spec_b.clone(), spec_e.clone()])
+            .await;
         results.sort_by(|x, y| x.0.cmp(&y.0));
         for (id, r) in &results {
             assert!(r.is_ok(), "{id}: {r:?}");
@@ -539,6 +553,15 @@ vm_test!(
             stopped_dir.join("stopped").exists(),
             "a stopped VM survives the sweep"
         );
+        // The dead one runs again (a new QEMU) with its files.
+        let new_e = t.engine.qemu_pid(&e.engine_id).expect("rebooted");
+        assert_ne!(new_e, qemu_e);
+        let e = Sandbox {
+            client: AgentClient::new(t.engine.agent(&e.engine_id).await.unwrap()),
+            ..e
+        };
+        assert_eq!(stdout(&sh(&e, "cat /workspace/e.txt").await), "survived");
+        t.engine.destroy(&e.engine_id).await.unwrap();
         // The one nobody asked for is gone, QEMU and TAP included.
         assert!(!std::path::Path::new(&format!("/proc/{qemu_c}")).exists());
         assert!(!t.dir.path().join("sandboxes").join(&c.engine_id).exists());
