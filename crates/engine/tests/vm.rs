@@ -74,8 +74,10 @@ impl Drop for VmTest {
 fn vm_config(dir: &Path, cgroup_parent: &str) -> VmConfig {
     VmConfig {
         sandboxes_dir: dir.join("sandboxes"),
-        // The base disks and initramfs are cached across test runs, as in a real data dir.
-        cache_dir: PathBuf::from("/var/tmp/bhatti-vm-test-cache"),
+        // Each test's own cache (base disk and initramfs take well under a second to build for
+        // `tiny`): a shared one would let one test's engine prune files another test is
+        // using when lohar is rebuilt between them.
+        cache_dir: dir.join("cache"),
         images_dir: images_dir(),
         lohar: lohar_bin(),
         kernel: kernel(),
