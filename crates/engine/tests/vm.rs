@@ -15,21 +15,13 @@ use bhatti_engine::{Engine, RunState, SandboxSpec};
 use bhatti_proto::msg::ExecRequest;
 use common::*;
 
-/// The guest kernel (`BHATTI_VM_KERNEL`, else scripts/vm-kernel unpacks Debian's cloud kernel).
-fn kernel() -> PathBuf {
+/// The guest kernel: `BHATTI_VM_KERNEL`, else one scripts/vm-kernel unpacked before the tests
+/// (scripts/test runs it; tests themselves never download anything).
+fn kernel() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("BHATTI_VM_KERNEL") {
-        return PathBuf::from(p);
+        return Some(PathBuf::from(p));
     }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let out = std::process::Command::new(root.join("scripts/vm-kernel"))
-        .output()
-        .expect("run scripts/vm-kernel");
-    assert!(
-        out.status.success(),
-        "vm-kernel failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+    bhatti_engine::vm::find_kernel(&[PathBuf::from("/var/tmp/bhatti-vm-kernel")])
 }
 
 fn qemu() -> Option<PathBuf> {
@@ -80,7 +72,7 @@ fn vm_config(dir: &Path, cgroup_parent: &str) -> VmConfig {
         cache_dir: dir.join("cache"),
         images_dir: images_dir(),
         lohar: lohar_bin(),
-        kernel: kernel(),
+        kernel: kernel().expect("guest kernel"),
         modules_dir: None,
         modules: bhatti_engine::vm::initramfs::DEFAULT_MODULES
             .iter()
@@ -131,8 +123,11 @@ macro_rules! vm_test {
     ($name:ident, $body:expr) => {
         #[test]
         fn $name() {
-            if !is_root() || qemu().is_none() {
-                eprintln!("SKIP {}: needs root and qemu-system-x86", stringify!($name));
+            if !is_root() || qemu().is_none() || kernel().is_none() {
+                eprintln!(
+                    "SKIP {}: needs root, qemu-system-x86 and a guest kernel (scripts/vm-kernel)",
+                    stringify!($name)
+                );
                 return;
             }
             in_netns($body);

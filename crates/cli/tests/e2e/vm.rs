@@ -68,15 +68,12 @@ impl Drop for Tmux {
     }
 }
 
+/// `BHATTI_VM_KERNEL`, else one scripts/vm-kernel unpacked before the tests (no downloads here).
 fn kernel() -> Option<PathBuf> {
     if let Some(k) = std::env::var_os("BHATTI_VM_KERNEL") {
         return Some(PathBuf::from(k));
     }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/vm-kernel");
-    let out = std::process::Command::new(script).output().ok()?;
-    out.status
-        .success()
-        .then(|| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+    bhatti_engine::vm::find_kernel(&[PathBuf::from("/var/tmp/bhatti-vm-kernel")])
 }
 
 /// Kills whatever QEMU a failed test left (its cgroup), after the daemon is gone.
