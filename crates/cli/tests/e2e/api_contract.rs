@@ -112,7 +112,15 @@ fn run(d: &Daemon, auth: Option<&str>, sandbox: &str, victim: &str) -> (i32, Str
     }
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
     let t0 = Instant::now();
-    let out = d.in_netns("timeout", &[&["600", &bin][..], &argv[..]].concat());
+    // schemathesis keeps a cache under its working directory: the test's temp dir, not the repo.
+    let out = std::process::Command::new("nsenter")
+        .arg(format!("--net=/proc/{}/ns/net", d.netns_pid()))
+        .args(["timeout", "600", &bin])
+        .args(&argv)
+        .current_dir(d.dir.path())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run schemathesis");
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
