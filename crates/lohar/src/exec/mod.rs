@@ -26,6 +26,81 @@ pub fn async_pipe_writer(fd: OwnedFd) -> std::io::Result<tokio::net::unix::pipe:
     tokio::net::unix::pipe::Sender::from_owned_fd(fd)
 }
 
+/// Stdin bytes a process may have waiting (sent by the host, not yet read by the process)
+/// before lohar closes its stdin.
+pub const MAX_PENDING_STDIN: usize = 4 * 1024 * 1024;
+
+/// A process's stdin written by a task of its own, so that the connection's frames keep being
+/// read while the process does not read its input: a SIGNAL or KILL is never stuck behind
+/// stdin. What waits is capped at [`MAX_PENDING_STDIN`]; beyond it the input is cut (stdin
+/// closes once what is queued is written), as unbounded buffering would let a client fill
+/// lohar's memory.
+pub struct StdinQueue {
+    tx: Option<tokio::sync::mpsc::UnboundedSender<bytes::Bytes>>,
+    pending: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl StdinQueue {
+    /// Starts writing to `w` (`None`: a process without stdin, input is dropped).
+    pub fn new(w: Option<tokio::net::unix::pipe::Sender>) -> StdinQueue {
+        use std::sync::atomic::Ordering;
+        use tokio::io::AsyncWriteExt;
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<bytes::Bytes>();
+        let pending = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let p = pending.clone();
+        let task = tokio::spawn(async move {
+            let Some(mut w) = w else { return };
+            while let Some(b) = rx.recv().await {
+                let r = w.write_all(&b).await;
+                p.fetch_sub(b.len(), Ordering::SeqCst);
+                if r.is_err() {
+                    return;
+                }
+            }
+            // Dropping `w` closes the pipe: the process reads EOF.
+        });
+        StdinQueue {
+            tx: Some(tx),
+            pending,
+            task,
+        }
+    }
+
+    /// Queues `data`; an empty payload closes stdin (after what is queued).
+    pub fn push(&mut self, data: bytes::Bytes) {
+        use std::sync::atomic::Ordering;
+        if data.is_empty() {
+            self.tx = None;
+            return;
+        }
+        let Some(tx) = &self.tx else { return };
+        if self.pending.load(Ordering::SeqCst) + data.len() > MAX_PENDING_STDIN {
+            tracing::warn!(
+                max = MAX_PENDING_STDIN,
+                "process does not read its stdin: input cut, stdin closed"
+            );
+            self.tx = None;
+            return;
+        }
+        self.pending.fetch_add(data.len(), Ordering::SeqCst);
+        if tx.send(data).is_err() {
+            self.tx = None;
+        }
+    }
+
+    /// Bytes queued and not yet written.
+    pub fn pending(&self) -> usize {
+        self.pending.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for StdinQueue {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// Reads one chunk from a pipe; `Ok(None)` at EOF.
 pub async fn read_chunk(
     r: &mut tokio::net::unix::pipe::Receiver,

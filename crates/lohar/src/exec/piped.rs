@@ -9,11 +9,11 @@ use bhatti_proto::msg::{ExecRequest, ProcStarted};
 use bhatti_proto::FrameType;
 use futures_util::StreamExt;
 use nix::sys::signal::Signal;
-use tokio::io::AsyncWriteExt;
 
 use super::spawn::{spawn_failure, Grouping};
 use super::{
-    async_pipe_reader, async_pipe_writer, parse_signal, read_chunk, signal_group, READ_CHUNK,
+    async_pipe_reader, async_pipe_writer, parse_signal, read_chunk, signal_group, StdinQueue,
+    READ_CHUNK,
 };
 use crate::wire::{FrameReader, FrameWriter};
 use crate::Agent;
@@ -60,20 +60,14 @@ pub async fn run(agent: Arc<Agent>, req: ExecRequest, mut rd: FrameReader, wr: F
     let out_task = stdout.map(|fd| tokio::spawn(pump(fd, FrameType::Stdout, wr.clone())));
     let err_task = stderr.map(|fd| tokio::spawn(pump(fd, FrameType::Stderr, wr.clone())));
 
-    // Input runs in its own task so a child that does not read stdin cannot stall output.
+    // Input runs in its own task so a child that does not read stdin cannot stall output, and
+    // stdin is written by a queue of its own so that it cannot stall signals either.
     let input_task = tokio::spawn(async move {
-        let mut stdin = stdin.and_then(|fd| async_pipe_writer(fd).ok());
+        let mut stdin = StdinQueue::new(stdin.and_then(|fd| async_pipe_writer(fd).ok()));
         while let Some(item) = rd.next().await {
             let Ok(frame) = item else { break };
             match frame.ty {
-                FrameType::Stdin if frame.payload.is_empty() => stdin = None,
-                FrameType::Stdin => {
-                    if let Some(w) = stdin.as_mut() {
-                        if w.write_all(&frame.payload).await.is_err() {
-                            stdin = None;
-                        }
-                    }
-                }
+                FrameType::Stdin => stdin.push(frame.payload),
                 FrameType::Kill => signal_group(pgid, Signal::SIGKILL),
                 FrameType::Signal => {
                     if let Some(sig) = parse_signal(&frame.payload) {

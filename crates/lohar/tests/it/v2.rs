@@ -97,6 +97,41 @@ async fn exec_reports_pid_and_takes_signals() {
     assert!(err.to_string().contains("/no/such/program"), "{err}");
 }
 
+/// A process that never reads its stdin must still take a signal sent after megabytes of input:
+/// lohar keeps reading the connection (input is queued, and cut beyond its cap).
+#[tokio::test]
+async fn signal_is_not_stuck_behind_unread_stdin() {
+    let l = Lohar::start().await;
+    let (_pid, ch) = l
+        .client
+        .exec_started(&ExecRequest::command(["sleep", "600"]))
+        .await
+        .unwrap();
+    let (mut rd, mut wr) = ch.into_split();
+    let chunk = vec![b'x'; 64 * 1024];
+    // 8 MiB: far beyond the pipe, the socket buffers and lohar's stdin cap.
+    let sent = tokio::time::timeout(Duration::from_secs(20), async {
+        for _ in 0..128 {
+            wr.stdin(&chunk).await.unwrap();
+        }
+    })
+    .await;
+    assert!(sent.is_ok(), "lohar stopped reading while stdin was full");
+    wr.signal(9).await.unwrap();
+    let code = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match rd.next_event().await.unwrap() {
+                Some(AgentEvent::Exit(c)) => break c,
+                Some(_) => {}
+                None => panic!("stream ended without exit"),
+            }
+        }
+    })
+    .await
+    .expect("SIGKILL delivered");
+    assert_eq!(code, 128 + 9);
+}
+
 #[tokio::test]
 async fn fs_ops_and_watch() {
     let l = start_fs_ops().await;

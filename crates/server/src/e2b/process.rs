@@ -24,6 +24,9 @@ use super::{envd_sandbox, rpc_of_agent, E2bState, Target};
 const KEEPALIVE: Duration = Duration::from_secs(20);
 /// Output events buffered per process for slow readers (beyond: the reader misses output).
 const EVENT_BUFFER: usize = 4096;
+/// Inputs (stdin chunks, signals, resizes) waiting to be relayed to one process; beyond it
+/// SendInput and friends get `resource_exhausted` rather than queueing without bound.
+const INPUT_QUEUE: usize = 256;
 
 /// What a client can do to a running process.
 #[derive(Debug)]
@@ -46,7 +49,7 @@ struct Proc {
     pid: u32,
     tag: Option<String>,
     config: Value,
-    input: mpsc::UnboundedSender<Input>,
+    input: mpsc::Sender<Input>,
     events: broadcast::Sender<Ev>,
     driver: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
@@ -248,9 +251,15 @@ pub(super) async fn rpc(
                 };
                 // A paused sandbox is woken first (a frozen process cannot take a signal).
                 sbx.agent(&st).await?;
-                p.input
-                    .send(input)
-                    .map_err(|_| RpcError::new(Code::NotFound, "process not found"))?;
+                p.input.try_send(input).map_err(|e| match e {
+                    mpsc::error::TrySendError::Full(_) => RpcError::new(
+                        Code::ResourceExhausted,
+                        "too much input waiting for this process; retry later",
+                    ),
+                    mpsc::error::TrySendError::Closed(_) => {
+                        RpcError::new(Code::NotFound, "process not found")
+                    }
+                })?;
                 Ok(axum::Json(json!({})).into_response())
             }
             "StreamInput" => Err(RpcError::new(
@@ -365,7 +374,7 @@ async fn start(
     })?;
     let pid = pid as u32;
     let (events, rx) = broadcast::channel(EVENT_BUFFER);
-    let (in_tx, in_rx) = mpsc::unbounded_channel();
+    let (in_tx, in_rx) = mpsc::channel(INPUT_QUEUE);
     let proc_ = Arc::new(Proc {
         pid,
         tag,
@@ -376,7 +385,7 @@ async fn start(
     });
     sbx.meta.procs.map().insert(pid, proc_.clone());
     if !keep_stdin && pty.is_none() {
-        let _ = in_tx.send(Input::CloseStdin);
+        let _ = in_tx.try_send(Input::CloseStdin);
     }
     let busy = crate::thermal::busy(&st.app, &sbx.row.id);
     let meta = sbx.meta.clone();
@@ -397,7 +406,7 @@ async fn start(
 /// Relays one process: input to lohar, output to the event channel; returns its end.
 async fn drive(
     ch: AgentChannel,
-    mut input: mpsc::UnboundedReceiver<Input>,
+    mut input: mpsc::Receiver<Input>,
     events: &broadcast::Sender<Ev>,
     stream_name: &'static str,
     deadline: Option<tokio::time::Instant>,
