@@ -110,3 +110,27 @@ def test_signed_urls_with_the_host_form(sbx):
     with pytest.raises(urllib.error.HTTPError) as ei:
         fetch(expired)
     assert ei.value.code == 401
+
+
+def test_signed_upload_url_writes_only_its_own_path(sbx):
+    import os
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    host = f"49983-{sbx.sandbox_id}.{os.environ['E2B_DOMAIN']}"
+    u = urllib.parse.urlparse(sbx.upload_url("/tmp/granted.txt"))
+    boundary = "----bhattiSignedScope"
+    body = b""
+    for name, data in [("/tmp/granted.txt", b"ok"), ("/tmp/not-granted.txt", b"sneaked")]:
+        body += (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; "
+                 f"filename=\"{name}\"\r\n\r\n").encode() + data + b"\r\n"
+    body += f"--{boundary}--\r\n".encode()
+    req = urllib.request.Request(
+        f"{os.environ['E2B_API_URL']}{u.path}?{u.query}", data=body,
+        headers={"Host": host, "Content-Type": f"multipart/form-data; boundary={boundary}"})
+    with pytest.raises(urllib.error.HTTPError) as ei:
+        urllib.request.urlopen(req, timeout=10)
+    assert ei.value.code == 403
+    assert not sbx.files.exists("/tmp/not-granted.txt")
+    assert not sbx.files.exists("/tmp/granted.txt")

@@ -142,3 +142,20 @@ def test_control_plane_errors_are_e2b_style():
     c.request("GET", "/v2/sandboxes", headers={"X-API-KEY": "bad"})
     r = c.getresponse()
     assert r.status == 401 and json.loads(r.read())["code"] == 401
+
+
+def test_polled_watchers_are_capped(sbx):
+    ids = []
+    # 16: each holds one of lohar's 50 connections, which the sandbox needs for the rest.
+    for _ in range(16):
+        status, body = unary(sbx, "/filesystem.Filesystem/CreateWatcher", {"path": "/tmp"})
+        assert status == 200, body
+        ids.append(body["watcherId"])
+    status, body = unary(sbx, "/filesystem.Filesystem/CreateWatcher", {"path": "/tmp"})
+    assert status == 429 and body["code"] == "resource_exhausted"
+    for i in ids:
+        assert unary(sbx, "/filesystem.Filesystem/RemoveWatcher", {"watcherId": i})[0] == 200
+    status, _ = unary(sbx, "/filesystem.Filesystem/CreateWatcher", {"path": "/tmp"})
+    assert status == 200
+    # The sandbox still answers everything else.
+    assert sbx.commands.run("echo still-here").stdout == "still-here\n"

@@ -64,6 +64,16 @@ pub enum FileError {
         /// Bytes announced.
         want: u64,
     },
+    /// A listing too large for one answer.
+    #[error(
+        "listing of {path} has too many entries (more than {max}, or 900 KiB): use a smaller depth"
+    )]
+    TooManyEntries {
+        /// The listed directory.
+        path: String,
+        /// The entry cap.
+        max: usize,
+    },
     /// Any other I/O failure.
     #[error("{op} {path}: {source}")]
     Io {

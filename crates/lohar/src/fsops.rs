@@ -18,6 +18,8 @@ use crate::Agent;
 
 /// Most entries one list returns.
 pub const MAX_LIST_ENTRIES: usize = 10_000;
+/// Most JSON bytes of entries one list returns: the answer is one FS_RESP frame (1 MiB).
+pub const MAX_LIST_BYTES: usize = 900 * 1024;
 /// Deepest list accepted.
 pub const MAX_DEPTH: u32 = 64;
 
@@ -170,22 +172,36 @@ fn entry(path: &Path, names: &Names) -> std::io::Result<FsEntry> {
     })
 }
 
-/// Lists `dir` down to `depth` levels, sorted by path, without following symlinked dirs.
-fn list(dir: &Path, depth: u32, names: &Names, out: &mut Vec<FsEntry>) -> std::io::Result<()> {
+/// What a list has gathered, and whether it outgrew one answer.
+#[derive(Default)]
+struct Listing {
+    entries: Vec<FsEntry>,
+    bytes: usize,
+    too_large: bool,
+}
+
+/// Lists `dir` down to `depth` levels, sorted by path, without following symlinked dirs; stops
+/// (setting `too_large`) beyond [`MAX_LIST_ENTRIES`] or [`MAX_LIST_BYTES`].
+fn list(dir: &Path, depth: u32, names: &Names, out: &mut Listing) -> std::io::Result<()> {
     let mut kids: Vec<PathBuf> = std::fs::read_dir(dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .collect();
     kids.sort();
     for k in kids {
-        if out.len() >= MAX_LIST_ENTRIES {
+        let Ok(e) = entry(&k, names) else { continue };
+        out.bytes += serde_json::to_vec(&e).map(|v| v.len() + 1).unwrap_or(0);
+        if out.entries.len() >= MAX_LIST_ENTRIES || out.bytes > MAX_LIST_BYTES {
+            out.too_large = true;
             return Ok(());
         }
-        let Ok(e) = entry(&k, names) else { continue };
         let descend = depth > 1 && e.kind == "dir" && e.symlink_target.is_none();
-        out.push(e);
+        out.entries.push(e);
         if descend {
             // An unreadable subdirectory is listed but not entered.
             let _ = list(&k, depth - 1, names, out);
+            if out.too_large {
+                return Ok(());
+            }
         }
     }
     Ok(())
@@ -229,10 +245,17 @@ fn handle_blocking(req: FsRequest, owner: Option<(u32, u32)>) -> Result<FsRespon
             if !md.is_dir() {
                 return Err(FileError::NotDirectory(p.into()));
             }
-            let mut out = Vec::new();
+            let mut out = Listing::default();
             list(&path, depth, &names, &mut out).map_err(|e| io_err("readdir", p, e))?;
+            if out.too_large {
+                // A cut listing would look complete to the caller: refuse it clearly instead.
+                return Err(FileError::TooManyEntries {
+                    path: p.into(),
+                    max: MAX_LIST_ENTRIES,
+                });
+            }
             Ok(FsResponse {
-                entries: out,
+                entries: out.entries,
                 created: false,
             })
         }
@@ -538,6 +561,38 @@ mod tests {
             .to_string();
         assert!(err.contains("no such file"), "{err}");
         assert!(handle_blocking(req(FsOp::Stat, "rel".into(), None, None), None).is_err());
+    }
+
+    #[test]
+    fn a_listing_too_large_for_one_frame_is_refused() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().to_string_lossy().into_owned();
+        // Long names: the byte budget binds long before the entry count.
+        for i in 0..4000 {
+            std::fs::write(t.path().join(format!("{i:0>200}")), b"").unwrap();
+        }
+        let req = FsRequest {
+            op: FsOp::List,
+            path: root.clone(),
+            dest: None,
+            depth: None,
+        };
+        let err = handle_blocking(req, None).unwrap_err().to_string();
+        assert!(err.contains("too many entries"), "{err}");
+        // What fits is answered, and fits in a frame.
+        for i in 1000..4000 {
+            std::fs::remove_file(t.path().join(format!("{i:0>200}"))).unwrap();
+        }
+        let req = FsRequest {
+            op: FsOp::List,
+            path: root,
+            dest: None,
+            depth: None,
+        };
+        let ok = handle_blocking(req, None).unwrap();
+        assert_eq!(ok.entries.len(), 1000);
+        let frame = bhatti_proto::msg::json_frame(FrameType::FsResp, &ok);
+        assert!(frame.payload.len() < bhatti_proto::MAX_PAYLOAD_LEN);
     }
 
     #[test]

@@ -20,6 +20,10 @@ use super::{envd_sandbox, rpc_of_agent, ApiErr, E2bState, Sbx, Target};
 const MAX_UPLOAD: usize = 100 * 1024 * 1024;
 /// Events a polled watcher keeps between polls.
 const MAX_WATCH_EVENTS: usize = 10_000;
+/// Polled watchers one sandbox may have: each holds one of lohar's 50 control connections (and
+/// an inotify instance) until RemoveWatcher or the sandbox's end, and the sandbox's other
+/// operations need the rest.
+pub const MAX_WATCHERS: usize = 16;
 
 /// Polled watchers (CreateWatcher / GetWatcherEvents / RemoveWatcher) of one sandbox.
 #[derive(Default)]
@@ -30,6 +34,18 @@ pub struct Watchers {
 struct Watcher {
     events: Mutex<Vec<Value>>,
     task: tokio::task::JoinHandle<()>,
+}
+
+impl Watchers {
+    /// How many watchers there are.
+    pub fn len(&self) -> usize {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Whether there is none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 impl Drop for Watcher {
@@ -245,6 +261,15 @@ async fn create_watcher(
     path: String,
     recursive: bool,
 ) -> Result<String, RpcError> {
+    let full = || {
+        RpcError::new(
+            Code::ResourceExhausted,
+            format!("at most {MAX_WATCHERS} watchers per sandbox: remove one first"),
+        )
+    };
+    if sbx.meta.watchers.len() >= MAX_WATCHERS {
+        return Err(full());
+    }
     let agent = sbx.agent(st).await?;
     let mut ws = agent
         .watch(&WatchRequest { path, recursive })
@@ -270,12 +295,17 @@ async fn create_watcher(
         task,
     });
     let _ = w_tx.send(w.clone());
-    sbx.meta
+    let mut map = sbx
+        .meta
         .watchers
         .inner
         .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(id.clone(), w);
+        .unwrap_or_else(|e| e.into_inner());
+    // Checked again under the lock: concurrent creates cannot pass the cap together.
+    if map.len() >= MAX_WATCHERS {
+        return Err(full());
+    }
+    map.insert(id.clone(), w);
     Ok(id)
 }
 
@@ -526,6 +556,10 @@ pub(super) async fn upload(
             .to_string();
         let home = sbx.meta.tpl.home.clone();
         let qpath = q.get("path").cloned();
+        // A signed URL grants its own path only: the file names in a multipart body cannot
+        // widen it.
+        let signed_path = (!headers.contains_key("x-access-token") && q.contains_key("signature"))
+            .then(|| resolve(&home, qpath.as_deref().unwrap_or("")));
         let files: Vec<(String, Bytes)> = if ct.starts_with("multipart/") {
             let parts =
                 parse_multipart(&ct, &body).map_err(|e| ApiErr(StatusCode::BAD_REQUEST, e))?;
@@ -548,13 +582,21 @@ pub(super) async fn upload(
         };
         let agent = sbx.agent(&st).await.map_err(api_of_rpc)?;
         let mut out = Vec::new();
-        for (path, data) in files {
-            if path.ends_with('/') || path == home {
+        for (path, _) in &files {
+            if path.ends_with('/') || *path == home {
                 return Err(ApiErr(
                     StatusCode::BAD_REQUEST,
                     format!("path {path:?} is not a file path"),
                 ));
             }
+            if signed_path.as_ref().is_some_and(|p| p != path) {
+                return Err(ApiErr(
+                    StatusCode::FORBIDDEN,
+                    format!("this signed URL may write only its own path, not {path:?}"),
+                ));
+            }
+        }
+        for (path, data) in files {
             agent
                 .write_file_bytes(&path, 0o644, &data)
                 .await

@@ -582,12 +582,21 @@ pub fn rpc_of_agent(e: bhatti_engine::agent::AgentError) -> connect::RpcError {
     let msg = e.to_string();
     let code = if msg.contains("no such file") || msg.contains("not found") {
         Code::NotFound
-    } else if msg.contains("must be absolute") || msg.contains("not a directory") {
+    } else if msg.contains("must be absolute")
+        || msg.contains("not a directory")
+        || msg.contains("too many entries")
+    {
         Code::InvalidArgument
     } else if msg.contains("File exists") || msg.contains("already exists") {
         Code::AlreadyExists
     } else if msg.contains("Permission denied") {
         Code::PermissionDenied
+    } else if msg.contains("connection limit exceeded") {
+        // lohar's cap on concurrent operations (each E2B process and watcher holds one).
+        return RpcError::new(
+            Code::ResourceExhausted,
+            "too many processes, watchers and operations open in this sandbox; end some first",
+        );
     } else {
         match e {
             bhatti_engine::agent::AgentError::Connect(_)
@@ -923,6 +932,22 @@ mod tests {
         };
         assert!(e.verify("tok", 100));
         assert!(!e.verify("tok", 101));
+    }
+
+    #[test]
+    fn agent_errors() {
+        use bhatti_engine::agent::AgentError;
+        let e = rpc_of_agent(AgentError::Remote("connection limit exceeded".into()));
+        assert_eq!(e.code, connect::Code::ResourceExhausted);
+        let e = rpc_of_agent(AgentError::Remote(
+            "stat /x: no such file or directory".into(),
+        ));
+        assert_eq!(e.code, connect::Code::NotFound);
+        let e = rpc_of_agent(AgentError::Remote(
+            "listing of / has too many entries (more than 10000, or 900 KiB): use a smaller depth"
+                .into(),
+        ));
+        assert_eq!(e.code, connect::Code::InvalidArgument);
     }
 
     #[test]
