@@ -159,3 +159,25 @@ def test_polled_watchers_are_capped(sbx):
     assert status == 200
     # The sandbox still answers everything else.
     assert sbx.commands.run("echo still-here").stdout == "still-here\n"
+
+
+def test_bad_input_is_a_client_error_not_a_500(sbx):
+    def get(path):
+        c = _conn()
+        c.request("GET", path, headers=_headers(sbx, "application/json"))
+        r = c.getresponse()
+        return r.status, json.loads(r.read())
+
+    for path in ["/files?path=/tmp", "/files", "/files?path=/dev/zero"]:
+        status, body = get(path)
+        assert status == 400, (path, status, body)
+    status, body = unary(sbx, "/filesystem.Filesystem/Stat", {"path": "/tmp/a\u0000b"})
+    assert status == 400 and body["code"] == "invalid_argument", body
+    status, body = unary(sbx, "/filesystem.Filesystem/Remove", {"path": "/proc/1"})
+    assert status == 403 and body["code"] == "permission_denied", body
+    c = _conn()
+    key = os.environ["E2B_API_KEY"]
+    for body in [b"[]", b'{"templateID": 5}']:
+        c.request("POST", "/sandboxes", body, {"X-API-KEY": key, "Content-Type": "application/json"})
+        r = c.getresponse()
+        assert r.status == 400 and json.loads(r.read())["code"] == 400, body

@@ -178,3 +178,101 @@ fn state_survives_daemon_restart() {
         "timeout did not kill it"
     );
 }
+
+/// Another user's API key, envd token or traffic token reaches nothing of a sandbox through any
+/// facade route (control plane, envd by header and by Host, /files, signed URLs, port proxy),
+/// and no route does anything without credentials.
+#[test]
+fn another_user_reaches_nothing() {
+    require_e2e!();
+    let Some(venv) = tool_dir("BHATTI_E2B_VENV") else {
+        return;
+    };
+    let d = daemon();
+    let data = d.data_dir();
+    let key = d.ok(&[
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--json",
+        "user",
+        "create",
+        "--name",
+        "mallory",
+    ]);
+    let key: serde_json::Value = serde_json::from_str(&key).unwrap();
+    let mallory = key["api_key"].as_str().unwrap().to_string();
+    let script = r#"
+import http.client, json, os, urllib.parse
+from e2b import Sandbox
+
+u = urllib.parse.urlparse(os.environ["E2B_API_URL"])
+def req(method, path, headers=None, body=b""):
+    c = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+    c.request(method, path, body, headers or {})
+    r = c.getresponse()
+    return r.status, r.read()
+
+victim = Sandbox.create(timeout=300)
+theirs = Sandbox.create(timeout=300, api_key=os.environ["MALLORY_KEY"])
+try:
+    vid = victim.sandbox_id
+    victim.files.write("/tmp/secret", "s3cret")
+    victim.commands.run("mkdir -p /tmp/www && cd /tmp/www && echo hi > index.html && (python3 -m http.server 8000 >/dev/null 2>&1 &)", background=True)
+    m = {"X-API-KEY": os.environ["MALLORY_KEY"], "Content-Type": "application/json"}
+    # Control plane with mallory's key: as if the sandbox did not exist.
+    for method, path in [("GET", f"/sandboxes/{vid}"), ("DELETE", f"/sandboxes/{vid}"),
+                         ("POST", f"/sandboxes/{vid}/timeout"), ("POST", f"/sandboxes/{vid}/pause"),
+                         ("POST", f"/sandboxes/{vid}/connect"), ("POST", f"/sandboxes/{vid}/resume"),
+                         ("POST", f"/sandboxes/{vid}/refreshes"), ("POST", f"/v2/sandboxes/{vid}/connect")]:
+        s, b = req(method, path, m, b'{"timeout": 10}')
+        assert s == 404, (method, path, s, b)
+    for path in ["/v2/sandboxes", "/sandboxes"]:
+        s, b = req("GET", path, m)
+        assert s == 200 and vid not in b.decode(), (path, b)
+    # Without any key.
+    for method, path in [("GET", f"/sandboxes/{vid}"), ("DELETE", f"/sandboxes/{vid}"), ("POST", "/sandboxes"), ("GET", "/v2/sandboxes")]:
+        assert req(method, path)[0] == 401, (method, path)
+    # envd: mallory's API key, mallory's own sandbox's tokens, or nothing.
+    bad_tokens = [os.environ["MALLORY_KEY"], theirs._envd_access_token, theirs.traffic_access_token, None]
+    for tok in bad_tokens:
+        for how in ["header", "host"]:
+            h = {"Content-Type": "application/json"}
+            if how == "header":
+                h.update({"E2b-Sandbox-Id": vid, "E2b-Sandbox-Port": "49983"})
+            else:
+                h["Host"] = f"49983-{vid}.e2b.localhost"
+            if tok:
+                h["X-Access-Token"] = tok
+            s, b = req("POST", "/filesystem.Filesystem/ListDir", h, b'{"path": "/tmp"}')
+            assert s == 401, (how, tok, s, b)
+            s, b = req("GET", "/files?path=/tmp/secret", h)
+            assert s == 401 and b"s3cret" not in b, (how, tok, s, b)
+            s, b = req("POST", "/files?path=/tmp/pwned", dict(h, **{"Content-Type": "application/octet-stream"}), b"x")
+            assert s == 401, (how, tok, s, b)
+    # A URL signed with mallory's own token for the victim's sandbox.
+    forged = theirs.download_url("/tmp/secret")
+    q = urllib.parse.urlparse(forged).query
+    s, b = req("GET", "/files?" + q, {"Host": f"49983-{vid}.e2b.localhost"})
+    assert s == 401 and b"s3cret" not in b, (s, b)
+    # The port proxy: mallory's traffic or envd token for the victim's port.
+    for hdr, tok in [("e2b-traffic-access-token", theirs.traffic_access_token),
+                     ("x-access-token", theirs._envd_access_token), (None, None)]:
+        h = {"Host": f"8000-{vid}.e2b.localhost"}
+        if hdr:
+            h[hdr] = tok
+        s, b = req("GET", "/index.html", h)
+        assert s == 403, (hdr, s, b)
+    assert not victim.files.exists("/tmp/pwned")
+    assert victim.files.read("/tmp/secret") == "s3cret"
+    print("ok")
+finally:
+    victim.kill()
+    theirs.kill()
+"#;
+    let out = sdk_command(&d, &venv.join("bin/python"))
+        .env("MALLORY_KEY", &mallory)
+        .args(["-c", script])
+        .output()
+        .unwrap();
+    check(&d, "cross-user checks", out);
+}

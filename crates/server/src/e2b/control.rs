@@ -160,12 +160,16 @@ async fn create_inner(st: &E2bState, headers: &HeaderMap, body: &[u8]) -> Result
     let user = api_user(st, headers).await?;
     super::limit(st, &user, crate::rate_limit::RequestClass::Create)?;
     let req = body_json(body)?;
-    let template = req
-        .get("templateID")
-        .and_then(Value::as_str)
-        .filter(|t| !t.is_empty())
-        .unwrap_or("base")
-        .to_string();
+    if !req.is_object() {
+        return Err(bad("the request body must be a JSON object"));
+    }
+    let template = match req.get("templateID") {
+        None | Some(Value::Null) => "base",
+        Some(Value::String(t)) if t.is_empty() => "base",
+        Some(Value::String(t)) => t.as_str(),
+        Some(_) => return Err(bad("templateID must be a string")),
+    }
+    .to_string();
     let tpl = st.cfg.template(&template);
     let timeout = timeout_of(st, req.get("timeout"))?;
     let metadata = string_map(req.get("metadata"), "metadata")?;

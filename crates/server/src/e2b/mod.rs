@@ -582,14 +582,22 @@ pub fn rpc_of_agent(e: bhatti_engine::agent::AgentError) -> connect::RpcError {
     let msg = e.to_string();
     let code = if msg.contains("no such file") || msg.contains("not found") {
         Code::NotFound
-    } else if msg.contains("must be absolute")
-        || msg.contains("not a directory")
-        || msg.contains("too many entries")
+    } else if [
+        "must be absolute",
+        "not a directory",
+        "is a directory",
+        "is not a regular file",
+        "too many entries",
+        "unexpected NUL byte",
+        "Invalid cross-device link",
+    ]
+    .iter()
+    .any(|m| msg.contains(m))
     {
         Code::InvalidArgument
     } else if msg.contains("File exists") || msg.contains("already exists") {
         Code::AlreadyExists
-    } else if msg.contains("Permission denied") {
+    } else if msg.contains("Permission denied") || msg.contains("Operation not permitted") {
         Code::PermissionDenied
     } else if msg.contains("connection limit exceeded") {
         // lohar's cap on concurrent operations (each E2B process and watcher holds one).
@@ -948,6 +956,20 @@ mod tests {
                 .into(),
         ));
         assert_eq!(e.code, connect::Code::InvalidArgument);
+        // Bad paths are the caller's error, not the server's (were 500s).
+        for m in [
+            "/tmp is a directory",
+            "/dev/zero is not a regular file",
+            "stat /tmp/\\u0000x: file name contained an unexpected NUL byte",
+            "move /tmp: Invalid cross-device link (os error 18)",
+        ] {
+            let e = rpc_of_agent(AgentError::Remote(m.into()));
+            assert_eq!(e.code, connect::Code::InvalidArgument, "{m}");
+        }
+        let e = rpc_of_agent(AgentError::Remote(
+            "remove /proc/1: Operation not permitted (os error 1)".into(),
+        ));
+        assert_eq!(e.code, connect::Code::PermissionDenied);
     }
 
     #[test]
