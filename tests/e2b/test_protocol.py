@@ -181,3 +181,14 @@ def test_bad_input_is_a_client_error_not_a_500(sbx):
         c.request("POST", "/sandboxes", body, {"X-API-KEY": key, "Content-Type": "application/json"})
         r = c.getresponse()
         assert r.status == 400 and json.loads(r.read())["code"] == 400, body
+
+
+def test_an_upload_declared_too_large_is_refused_before_its_body(sbx):
+    c = _conn()
+    c.putrequest("POST", "/files?path=/tmp/huge")
+    for k, v in _headers(sbx, "application/octet-stream").items():
+        c.putheader(k, v)
+    c.putheader("Content-Length", str(200 * 1024 * 1024))
+    c.endheaders()
+    r = c.getresponse()
+    assert r.status == 413 and json.loads(r.read())["code"] == 413

@@ -18,6 +18,24 @@ use super::{envd_sandbox, rpc_of_agent, ApiErr, E2bState, Sbx, Target};
 
 /// Largest upload accepted on `/files`.
 const MAX_UPLOAD: usize = 100 * 1024 * 1024;
+/// MiB of upload bodies the facade holds in memory at once (see `E2bState::uploads`).
+pub const UPLOAD_BUDGET_MIB: u32 = 256;
+/// How long an upload waits for room in that budget before a 503.
+const UPLOAD_WAIT: Duration = Duration::from_secs(30);
+
+/// The MiB of the upload budget a body of `content_length` bytes takes (unknown: the most an
+/// upload may be); a declared length over [`MAX_UPLOAD`] is refused at once.
+pub fn upload_mib(content_length: Option<u64>) -> Result<u32, ApiErr> {
+    let max_mib = MAX_UPLOAD.div_ceil(1 << 20) as u32;
+    match content_length {
+        Some(n) if n > MAX_UPLOAD as u64 => Err(ApiErr(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("upload larger than {MAX_UPLOAD} bytes"),
+        )),
+        Some(n) => Ok((n.div_ceil(1 << 20) as u32).max(1)),
+        None => Ok(max_mib),
+    }
+}
 /// Events a polled watcher keeps between polls.
 const MAX_WATCH_EVENTS: usize = 10_000;
 /// Polled watchers one sandbox may have: each holds one of lohar's 50 control connections (and
@@ -543,6 +561,20 @@ pub(super) async fn upload(
                 "compressed uploads are not supported by bhatti".into(),
             ));
         }
+        let length = headers
+            .get(axum::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let mib = upload_mib(length)?;
+        let _room = tokio::time::timeout(UPLOAD_WAIT, st.uploads.acquire_many(mib))
+            .await
+            .map_err(|_| {
+                ApiErr(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "too many uploads in progress; retry later".into(),
+                )
+            })?
+            .map_err(|_| ApiErr(StatusCode::SERVICE_UNAVAILABLE, "shutting down".into()))?;
         let body = axum::body::to_bytes(body, MAX_UPLOAD).await.map_err(|_| {
             ApiErr(
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -622,6 +654,20 @@ mod tests {
         assert_eq!(resolve("/home/user", "a/b"), "/home/user/a/b");
         assert_eq!(resolve("/home/user/", "./a"), "/home/user/a");
         assert_eq!(resolve("/home/user", ""), "/home/user");
+    }
+
+    #[test]
+    fn upload_budget() {
+        assert_eq!(upload_mib(Some(0)).unwrap(), 1);
+        assert_eq!(upload_mib(Some(1)).unwrap(), 1);
+        assert_eq!(upload_mib(Some(1 << 20)).unwrap(), 1);
+        assert_eq!(upload_mib(Some((1 << 20) + 1)).unwrap(), 2);
+        assert_eq!(upload_mib(None).unwrap(), 100);
+        assert_eq!(upload_mib(Some(MAX_UPLOAD as u64)).unwrap(), 100);
+        let e = upload_mib(Some(MAX_UPLOAD as u64 + 1)).unwrap_err();
+        assert_eq!(e.0, StatusCode::PAYLOAD_TOO_LARGE);
+        // Even the largest uploads leave room for others.
+        assert!(UPLOAD_BUDGET_MIB >= 2 * upload_mib(None).unwrap());
     }
 
     #[test]

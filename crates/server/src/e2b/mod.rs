@@ -136,6 +136,9 @@ pub struct E2bState {
     /// `<data_dir>/e2b.json`: template, metadata, timeout and pause state survive restarts.
     state_file: Arc<std::path::PathBuf>,
     save_lock: Arc<tokio::sync::Mutex<()>>,
+    /// MiB of upload bodies held in memory at once, across all sandboxes (uploads are parsed
+    /// whole): without it, concurrent 100 MB uploads could exhaust the daemon's memory.
+    uploads: Arc<tokio::sync::Semaphore>,
 }
 
 /// What `e2b.json` keeps of one sandbox.
@@ -162,6 +165,9 @@ impl E2bState {
             boxes: Arc::new(Mutex::new(HashMap::new())),
             state_file,
             save_lock: Arc::new(tokio::sync::Mutex::new(())),
+            uploads: Arc::new(tokio::sync::Semaphore::new(
+                filesystem::UPLOAD_BUDGET_MIB as usize,
+            )),
         };
         st.load();
         st
