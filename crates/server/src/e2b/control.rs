@@ -537,22 +537,9 @@ pub(super) async fn reap_expired(st: E2bState) {
             .map(|(k, m)| (k.clone(), m.clone()))
             .collect();
         for (id, meta) in due {
-            let id2 = id.clone();
-            let found = st
-                .app
-                .store
-                .call(move |c| {
-                    let owner: Option<String> = rusqlite::OptionalExtension::optional(c.query_row(
-                        "SELECT u.name FROM sandboxes s JOIN users u ON u.id = s.created_by WHERE s.id = ?1",
-                        [&id2],
-                        |r| r.get(0),
-                    ))?;
-                    match owner {
-                        Some(n) => crate::store::users::by_name(c, &n),
-                        None => Ok(None),
-                    }
-                })
-                .await;
+            let found = super::sandbox_and_owner(&st, &id)
+                .await
+                .map(|f| f.map(|(_, user)| user));
             match found {
                 Ok(Some(user)) if meta.auto_pause.load(Ordering::SeqCst) => {
                     let row = row_of(&st, &user, &id).await;

@@ -445,6 +445,32 @@ pub struct Sbx {
     pub meta: Arc<BoxMeta>,
 }
 
+/// A sandbox that is not destroyed, by id (E2B never names sandboxes), and its owner:
+/// requests that carry a sandbox's token rather than a user's key start here.
+pub async fn sandbox_and_owner(
+    st: &E2bState,
+    id: &str,
+) -> Result<Option<(SandboxRow, UserRow)>, crate::store::StoreError> {
+    let id = id.to_string();
+    st.app
+        .store
+        .call(move |c| {
+            let owner: Option<String> = rusqlite::OptionalExtension::optional(c.query_row(
+                "SELECT u.name FROM sandboxes s JOIN users u ON u.id = s.created_by \
+                 WHERE s.id = ?1 AND s.status != 'destroyed'",
+                [&id],
+                |r| r.get(0),
+            ))?;
+            let Some(name) = owner else { return Ok(None) };
+            let Some(user) = crate::store::users::by_name(c, &name)? else {
+                return Ok(None);
+            };
+            let row = crate::store::sandboxes::by_ref(c, &user.id, &id)?;
+            Ok(row.filter(|r| r.id == id).map(|r| (r, user)))
+        })
+        .await
+}
+
 /// Resolves and authenticates the sandbox of an envd request (`X-Access-Token`).
 pub async fn envd_sandbox(
     st: &E2bState,
@@ -453,29 +479,7 @@ pub async fn envd_sandbox(
     signed: Option<&SignedUrl>,
 ) -> Result<Sbx, connect::RpcError> {
     use connect::{Code, RpcError};
-    let id = target.sandbox_id.clone();
-    let found = st
-        .app
-        .store
-        .call(move |c| {
-            let owner: Option<String> = rusqlite::OptionalExtension::optional(c.query_row(
-                "SELECT created_by FROM sandboxes WHERE id = ?1 AND status != 'destroyed'",
-                [&id],
-                |r| r.get(0),
-            ))?;
-            let Some(owner) = owner else { return Ok(None) };
-            let name: Option<String> = rusqlite::OptionalExtension::optional(c.query_row(
-                "SELECT name FROM users WHERE id = ?1",
-                [&owner],
-                |r| r.get(0),
-            ))?;
-            let Some(name) = name else { return Ok(None) };
-            let Some(user) = crate::store::users::by_name(c, &name)? else {
-                return Ok(None);
-            };
-            let row = crate::store::sandboxes::by_ref(c, &user.id, &id)?;
-            Ok(row.map(|r| (r, user)))
-        })
+    let found = sandbox_and_owner(st, &target.sandbox_id)
         .await
         .map_err(|e| RpcError::new(Code::Internal, e.to_string()))?;
     let not_found = || {
@@ -710,24 +714,8 @@ async fn sandbox_exists(st: &E2bState, id: &str) -> Result<bool, ApiErr> {
 /// Proxies a request for another port of the sandbox (E2B's `get_host(port)`), with the
 /// sandbox's traffic token unless `e2b.public_ports` is set.
 async fn proxy_port(st: &E2bState, target: Target, req: Request) -> Response {
-    let id = target.sandbox_id.clone();
-    let owner = st
-        .app
-        .store
-        .call(move |c| {
-            let owner: Option<String> = rusqlite::OptionalExtension::optional(c.query_row(
-                "SELECT u.name FROM sandboxes s JOIN users u ON u.id = s.created_by WHERE s.id = ?1 AND s.status != 'destroyed'",
-                [&id],
-                |r| r.get(0),
-            ))?;
-            match owner {
-                Some(n) => crate::store::users::by_name(c, &n),
-                None => Ok(None),
-            }
-        })
-        .await;
-    let user = match owner {
-        Ok(Some(u)) => u,
+    let (row, user) = match sandbox_and_owner(st, &target.sandbox_id).await {
+        Ok(Some(found)) => found,
         Ok(None) => {
             return ApiErr(
                 StatusCode::BAD_GATEWAY,
@@ -738,19 +726,6 @@ async fn proxy_port(st: &E2bState, target: Target, req: Request) -> Response {
         Err(e) => return ApiErr::from(crate::service::ServiceError::from(e)).into_response(),
     };
     if !st.cfg.public_ports {
-        let (uid, id) = (user.id.clone(), target.sandbox_id.clone());
-        let row = st
-            .app
-            .store
-            .call(move |c| crate::store::sandboxes::by_ref(c, &uid, &id))
-            .await;
-        let Ok(Some(row)) = row else {
-            return ApiErr(
-                StatusCode::BAD_GATEWAY,
-                format!("The sandbox {} was not found", target.sandbox_id),
-            )
-            .into_response();
-        };
         let h = req.headers();
         let given = |name: &str| h.get(name).and_then(|v| v.to_str().ok());
         let ok = given("e2b-traffic-access-token")
