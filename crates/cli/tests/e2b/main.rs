@@ -276,3 +276,53 @@ finally:
         .unwrap();
     check(&d, "cross-user checks", out);
 }
+
+/// A client that starts a loud process and never reads its stream costs the daemon a bounded
+/// amount of memory (the output a lagging reader may still get is capped), not hundreds of MB.
+#[test]
+fn an_unread_process_stream_does_not_grow_the_daemon() {
+    require_e2e!();
+    let Some(venv) = tool_dir("BHATTI_E2B_VENV") else {
+        return;
+    };
+    let d = daemon();
+    let pid = d.daemon_pid().expect("daemon pid");
+    let script = r#"
+import http.client, json, os, struct, time, urllib.parse
+from e2b import Sandbox
+
+def rss_mib():
+    for line in open(f"/proc/{os.environ['DAEMON_PID']}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+
+s = Sandbox.create(timeout=300)
+try:
+    u = urllib.parse.urlparse(os.environ["E2B_SANDBOX_URL"])
+    before = rss_mib()
+    conns = []
+    for _ in range(2):
+        c = http.client.HTTPConnection(u.hostname, u.port, timeout=60)
+        body = json.dumps({"process": {"cmd": "/bin/sh", "args": ["-c", "head -c 300000000 /dev/zero"]}}).encode()
+        c.request("POST", "/process.Process/Start", struct.pack(">BI", 0, len(body)) + body, {
+            "Content-Type": "application/connect+json", "E2b-Sandbox-Id": s.sandbox_id,
+            "E2b-Sandbox-Port": "49983", "X-Access-Token": s._envd_access_token})
+        r = c.getresponse()  # headers only: the stream is never read
+        assert r.status == 200
+        conns.append((c, r))
+    time.sleep(8)
+    grown = rss_mib() - before
+    print(f"daemon RSS grew {grown:.1f} MiB")
+    assert grown < 64, grown
+    for c, _ in conns:
+        c.close()
+finally:
+    s.kill()
+"#;
+    let out = sdk_command(&d, &venv.join("bin/python"))
+        .env("DAEMON_PID", pid.to_string())
+        .args(["-c", script])
+        .output()
+        .unwrap();
+    check(&d, "unread stream", out);
+}

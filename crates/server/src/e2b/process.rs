@@ -23,7 +23,9 @@ use super::{envd_sandbox, rpc_of_agent, E2bState, Target};
 /// How often an idle stream says it is alive.
 const KEEPALIVE: Duration = Duration::from_secs(20);
 /// Output events buffered per process for slow readers (beyond: the reader misses output).
-const EVENT_BUFFER: usize = 4096;
+/// The buffer stays full while a reader lags (a client that never reads its stream), so it is
+/// memory the daemon holds per process: at most this many chunks of up to 32 KiB (8 MiB).
+const EVENT_BUFFER: usize = 256;
 /// Inputs (stdin chunks, signals, resizes) waiting to be relayed to one process; beyond it
 /// SendInput and friends get `resource_exhausted` rather than queueing without bound.
 const INPUT_QUEUE: usize = 256;
