@@ -192,3 +192,33 @@ def test_an_upload_declared_too_large_is_refused_before_its_body(sbx):
     c.endheaders()
     r = c.getresponse()
     assert r.status == 413 and json.loads(r.read())["code"] == 413
+
+
+def test_watch_streams_count_against_the_watcher_cap(sbx):
+    payload = json.dumps({"path": "/tmp"}).encode()
+    held = []
+    for _ in range(16):
+        c = _conn()
+        c.request("POST", "/filesystem.Filesystem/WatchDir", struct.pack(">BI", 0, len(payload)) + payload,
+                  _headers(sbx, "application/connect+json"))
+        r = c.getresponse()
+        assert r.status == 200
+        flags, n = struct.unpack(">BI", r.read(5))
+        assert flags == 0 and "start" in json.loads(r.read(n))
+        held.append(c)
+    msgs = list(stream(sbx, "/filesystem.Filesystem/WatchDir", {"path": "/tmp"}))
+    assert msgs[-1][1]["error"]["code"] == "resource_exhausted", msgs
+    status, body = unary(sbx, "/filesystem.Filesystem/CreateWatcher", {"path": "/tmp"})
+    assert status == 429, body
+    for c in held:
+        c.close()
+    # The slots come back once the streams are gone (noticed at the next event or keepalive).
+    sbx.files.write("/tmp/wake-watchers", "x")
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        status, body = unary(sbx, "/filesystem.Filesystem/CreateWatcher", {"path": "/tmp"})
+        if status == 200:
+            break
+        time.sleep(0.5)
+    assert status == 200, body
+    assert sbx.commands.run("echo ok").stdout == "ok\n"

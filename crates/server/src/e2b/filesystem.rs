@@ -38,15 +38,26 @@ pub fn upload_mib(content_length: Option<u64>) -> Result<u32, ApiErr> {
 }
 /// Events a polled watcher keeps between polls.
 const MAX_WATCH_EVENTS: usize = 10_000;
-/// Polled watchers one sandbox may have: each holds one of lohar's 50 control connections (and
-/// an inotify instance) until RemoveWatcher or the sandbox's end, and the sandbox's other
-/// operations need the rest.
+/// Watchers (polled, and open WatchDir streams) one sandbox may have: each holds one of
+/// lohar's 50 control connections (and an inotify instance) until RemoveWatcher, the stream's
+/// end or the sandbox's end, and the sandbox's other operations need the rest.
 pub const MAX_WATCHERS: usize = 16;
 
 /// Polled watchers (CreateWatcher / GetWatcherEvents / RemoveWatcher) of one sandbox.
 #[derive(Default)]
 pub struct Watchers {
     inner: Mutex<HashMap<String, Arc<Watcher>>>,
+    /// Open WatchDir streams (they hold a lohar connection each too).
+    streams: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// One open WatchDir stream, counted while it lives.
+struct StreamSlot(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 struct Watcher {
@@ -57,7 +68,21 @@ struct Watcher {
 impl Watchers {
     /// How many watchers there are.
     pub fn len(&self) -> usize {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).len() + self.open_streams()
+    }
+
+    fn open_streams(&self) -> usize {
+        self.streams.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Counts a new WatchDir stream, unless the sandbox has all the watchers it may have.
+    fn stream_slot(&self) -> Option<StreamSlot> {
+        let n = self
+            .streams
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let slot = StreamSlot(self.streams.clone());
+        let polled = self.inner.lock().unwrap_or_else(|e| e.into_inner()).len();
+        (n + polled < MAX_WATCHERS).then_some(slot)
     }
 
     /// Whether there is none.
@@ -320,7 +345,7 @@ async fn create_watcher(
         .lock()
         .unwrap_or_else(|e| e.into_inner());
     // Checked again under the lock: concurrent creates cannot pass the cap together.
-    if map.len() >= MAX_WATCHERS {
+    if map.len() + sbx.meta.watchers.open_streams() >= MAX_WATCHERS {
         return Err(full());
     }
     map.insert(id.clone(), w);
@@ -333,6 +358,12 @@ async fn watch_stream(
     path: String,
     recursive: bool,
 ) -> Result<Response, RpcError> {
+    let slot = sbx.meta.watchers.stream_slot().ok_or_else(|| {
+        RpcError::new(
+            Code::ResourceExhausted,
+            format!("at most {MAX_WATCHERS} watchers per sandbox: end one first"),
+        )
+    })?;
     let agent = sbx.agent(st).await?;
     let mut ws = agent
         .watch(&WatchRequest { path, recursive })
@@ -340,6 +371,7 @@ async fn watch_stream(
         .map_err(rpc_of_agent)?;
     let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(64);
     tokio::spawn(async move {
+        let _slot = slot;
         if tx
             .send(Ok(connect::message(&json!({"start": {}}))))
             .await
