@@ -51,3 +51,22 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
             .map_err(|e| ApiError::BadJson(e.to_string()))
     }
 }
+
+/// A WebSocket upgrade whose rejection (not an upgrade request, wrong version…) is the API's
+/// JSON error rather than axum's text/plain.
+pub struct Ws(pub axum::extract::ws::WebSocketUpgrade);
+
+impl<S: Send + Sync> FromRequestParts<S> for Ws {
+    type Rejection = axum::response::Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        use axum::response::IntoResponse;
+        axum::extract::ws::WebSocketUpgrade::from_request_parts(parts, state)
+            .await
+            .map(Ws)
+            .map_err(|rej| {
+                let msg = rej.body_text();
+                (rej.status(), axum::Json(bhatti_api::ErrorBody::new(msg))).into_response()
+            })
+    }
+}

@@ -81,6 +81,16 @@ fn rand_hex(n: usize) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
+/// A host uid window of its own for each daemon (256 sandboxes × 65 536 ids): daemons of
+/// concurrent test binaries differ by pid, daemons within one binary by a counter, so no two
+/// live daemons hand out the same host uids.
+fn uid_window() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 16;
+    let window = u64::from(std::process::id() % 8) * 16 + n;
+    100_000_000 + window * 256 * 65_536
+}
+
 impl Daemon {
     /// Starts a daemon with the namespace engine on a fresh data dir.
     pub fn start() -> Daemon {
@@ -105,7 +115,7 @@ impl Daemon {
             home = dir.path().join("home").display(),
             lohar = lohar_bin().unwrap().display(),
             images = images_dir().display(),
-            uid_base = 3_000_000 + (std::process::id() % 100) * 65_536 * 16,
+            uid_base = uid_window(),
         );
         std::fs::create_dir_all(dir.path().join("home")).unwrap();
         let config = format!("{config}{extra}");

@@ -114,15 +114,7 @@ fn add_common_responses(doc: &mut utoipa::openapi::OpenApi) {
     let limited = error("Rate limit reached; retry after `Retry-After` seconds")
         .header("Retry-After", retry_after.clone())
         .build();
-    // axum's upgrade extractor rejects a plain request in text/plain, before the handler runs.
-    let plain = ContentBuilder::new()
-        .schema(Some(utoipa::openapi::schema::Object::with_type(
-            utoipa::openapi::schema::Type::String,
-        )))
-        .build();
-    let not_upgrade = error("Bad request, or not a WebSocket upgrade request")
-        .content("text/plain; charset=utf-8", plain.clone())
-        .build();
+    let not_upgrade = error("Bad request, or not a WebSocket upgrade request").build();
     for (path, item) in doc.paths.paths.iter_mut() {
         if UNAUTHENTICATED.contains(&path.as_str()) {
             continue;
@@ -157,17 +149,8 @@ fn add_common_responses(doc: &mut utoipa::openapi::OpenApi) {
                 utoipa::openapi::RefOr::Ref(_) => {}
             }
             if ws {
-                match r.get_mut("400") {
-                    Some(utoipa::openapi::RefOr::T(resp)) => {
-                        resp.content
-                            .entry("text/plain; charset=utf-8".into())
-                            .or_insert_with(|| plain.clone());
-                    }
-                    Some(_) => {}
-                    None => {
-                        r.insert("400".into(), not_upgrade.clone().into());
-                    }
-                }
+                r.entry("400".into())
+                    .or_insert_with(|| not_upgrade.clone().into());
             }
         }
     }

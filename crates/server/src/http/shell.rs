@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use bhatti_engine::agent::{AgentChannel, AgentClient, AgentEvent};
@@ -18,7 +18,7 @@ use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::ApiError;
-use crate::extract::AuthUser;
+use crate::extract::{AuthUser, Ws};
 use crate::service::shell as svc;
 use crate::state::AppState;
 
@@ -50,7 +50,7 @@ pub async fn shell_ws(
     AuthUser(user): AuthUser,
     Path(id): Path<String>,
     Query(q): Query<ShellQuery>,
-    ws: WebSocketUpgrade,
+    Ws(ws): Ws,
 ) -> Result<Response, ApiError> {
     // One lookup gives both the agent and the sandbox id the session event names.
     let (row, agent) = crate::service::sandboxes::agent(&st, &user, &id).await?;
@@ -235,7 +235,7 @@ pub async fn piped_ws(
     AuthUser(user): AuthUser,
     Path(id): Path<String>,
     Query(q): Query<PipedQuery>,
-    ws: WebSocketUpgrade,
+    Ws(ws): Ws,
 ) -> Result<Response, ApiError> {
     let agent = svc::prepare(&st, &user, &id).await?;
     Ok(ws.on_upgrade(move |socket| piped_relay(socket, agent, q)))

@@ -13,7 +13,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{Message, WebSocket};
 use axum::extract::{ConnectInfo, FromRequestParts, Path, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -25,7 +25,7 @@ use serde::Deserialize;
 use super::shell::{close, pump, send, PumpEnd};
 use super::webshell_page;
 use crate::error::ApiError;
-use crate::extract::AuthUser;
+use crate::extract::{AuthUser, Ws};
 use crate::service::shell as shell_svc;
 use crate::service::webshell as svc;
 use crate::state::AppState;
@@ -103,9 +103,9 @@ pub async fn ws(State(st): State<AppState>, Path(id): Path<String>, req: Request
         return r;
     }
     let (mut parts, _) = req.into_parts();
-    match WebSocketUpgrade::from_request_parts(&mut parts, &st).await {
-        Ok(ws) => ws.on_upgrade(move |socket| serve(st, id, ip, socket)),
-        Err(rejection) => rejection.into_response(),
+    match Ws::from_request_parts(&mut parts, &st).await {
+        Ok(Ws(ws)) => ws.on_upgrade(move |socket| serve(st, id, ip, socket)),
+        Err(rejection) => rejection,
     }
 }
 

@@ -66,3 +66,21 @@ async fn openapi_lists_every_route_and_error_shape() {
     }
     app.stop().await;
 }
+
+#[tokio::test]
+async fn websocket_routes_refuse_plain_requests_with_a_json_error() {
+    let app = spawn_app().await;
+    let key = app.user("alice");
+    for path in [
+        "/sandboxes/dev/ws",
+        "/sandboxes/dev/exec/ws",
+        "/_shell/0123456789abcdef/ws",
+    ] {
+        let (s, v) = app.call(Method::GET, path, Some(&key), None).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{path}: {v}");
+        assert!(
+            v["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{path}: {v}"
+        );
+    }
+}
