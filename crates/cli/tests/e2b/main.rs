@@ -275,6 +275,18 @@ finally:
         .output()
         .unwrap();
     check(&d, "cross-user checks", out);
+    // The refused credentials are auth.failed events, as on bhatti's own API, without them.
+    let events = d.ok(&[
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--json",
+        "admin",
+        "events",
+        "--type",
+        "auth.failed",
+    ]);
+    assert!(events.contains("127.0.0.1"), "{events}");
+    assert!(!events.contains(&mallory), "{events}");
 }
 
 /// A client that starts a loud process and never reads its stream costs the daemon a bounded

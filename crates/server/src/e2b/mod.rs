@@ -652,7 +652,7 @@ pub fn app(st: E2bState) -> Router {
     // routers' extractors.
     Router::new()
         .fallback(dispatch)
-        .layer(middleware::from_fn(log_requests))
+        .layer(middleware::from_fn_with_state(st.clone(), log_requests))
         .with_state(Planes { st, envd, control })
 }
 
@@ -783,11 +783,39 @@ async fn proxy_port(st: &E2bState, target: Target, req: Request) -> Response {
     crate::proxy::forward(tunnel, target.port, req, &pq, fwd, &drop).await
 }
 
-async fn log_requests(req: Request, next: Next) -> Response {
+/// Whether a request presented any credential (API key, access token, URL signature).
+fn presents_credentials(req: &Request) -> bool {
+    let h = req.headers();
+    ["x-api-key", "authorization", "x-access-token"]
+        .iter()
+        .any(|k| h.contains_key(*k))
+        || req
+            .uri()
+            .query()
+            .is_some_and(|q| form_urlencoded::parse(q.as_bytes()).any(|(k, _)| k == "signature"))
+}
+
+async fn log_requests(State(st): State<E2bState>, req: Request, next: Next) -> Response {
     let started = std::time::Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
+    let presented = presents_credentials(&req);
+    let ip = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip().to_string())
+        .unwrap_or_default();
     let resp = next.run(req).await;
+    // As on bhatti's own API: a refused credential is an event with the client's address,
+    // never with what it presented.
+    if presented && resp.status() == StatusCode::UNAUTHORIZED {
+        st.app.record(crate::store::events::NewEvent::new(
+            "auth.failed",
+            "",
+            "",
+            serde_json::json!({ "ip": ip, "via": "e2b" }),
+        ));
+    }
     tracing::info!(
         method = %method,
         path = %path,
