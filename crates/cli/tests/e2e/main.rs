@@ -7,6 +7,7 @@ mod harness;
 mod api_contract;
 mod chaos;
 mod escape;
+mod gvisor;
 mod lifecycle;
 mod load;
 mod ops;

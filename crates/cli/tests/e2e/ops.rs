@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
+use crate::gvisor::Eng;
 use crate::harness::Daemon;
 use crate::require_e2e;
 
@@ -26,10 +27,22 @@ fn tiny(d: &Daemon, name: &str, extra: &[&str]) {
 
 #[test]
 fn exec_exit_codes_output_env_secrets_stdin() {
+    exec_suite(Eng::Namespace);
+}
+
+#[test]
+fn gvisor_exec_exit_codes_output_env_secrets_stdin() {
+    exec_suite(Eng::Gvisor);
+}
+
+fn exec_suite(eng: Eng) {
     require_e2e!();
-    let d = Daemon::start();
+    let Some(env) = eng.start("") else {
+        return;
+    };
+    let d = &env.d;
     d.ok(&["secret", "set", "API_KEY", "sk-from-secret"]);
-    tiny(&d, "dev", &["--env", "FOO=from-env", "--secret", "API_KEY"]);
+    env.tiny("dev", &["--env", "FOO=from-env", "--secret", "API_KEY"]);
 
     for (cmd, code) in [
         (vec!["true"], 0),
@@ -261,9 +274,21 @@ fn exec_timeout_and_streaming() {
 
 #[test]
 fn files_round_trip_caps_and_ls() {
+    files_suite(Eng::Namespace);
+}
+
+#[test]
+fn gvisor_files_round_trip_caps_and_ls() {
+    files_suite(Eng::Gvisor);
+}
+
+fn files_suite(eng: Eng) {
     require_e2e!();
-    let d = Daemon::start();
-    tiny(&d, "dev", &[]);
+    let Some(env) = eng.start("") else {
+        return;
+    };
+    let d = &env.d;
+    env.tiny("dev", &[]);
     let tmp = tempfile::tempdir().unwrap();
 
     // Small text through a pipe, as the seed shows.

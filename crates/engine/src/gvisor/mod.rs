@@ -111,6 +111,9 @@ impl Sb {
 }
 
 const STATE_FILE: &str = "state.json";
+/// How long a restore's lohar gets before the restore is tried once more (it answers in well
+/// under a second when all is well).
+const RESTORE_READY: Duration = Duration::from_secs(4);
 const COLD_MARKER: &str = "cold";
 const STOPPED_MARKER: &str = "stopped";
 
@@ -309,8 +312,16 @@ impl GvisorEngine {
             let p = netns.clone();
             blocking(move || runsc::create_netns(&p)).await?;
         }
-        if want.is_some() {
-            let _ = self.net.detach(subnet_index, id).await;
+        if let Some(ip) = want {
+            // Same veth, same MAC (the restored netstack remembers its peers by it): only the
+            // address and route runsc took off eth0 go back.
+            match self.net.readdress(subnet_index, &netns, ip).await {
+                Ok(()) => return Ok(ip),
+                Err(e) => {
+                    tracing::debug!(sandbox = %id, error = %e, "re-address failed; new veth");
+                    let _ = self.net.detach(subnet_index, id).await;
+                }
+            }
         }
         let a = self
             .net
@@ -334,6 +345,19 @@ impl GvisorEngine {
         token: &str,
         restore: bool,
         reattach: bool,
+    ) -> Result<(), EngineError> {
+        self.launch_with(id, meta, token, restore, reattach, self.cfg.ready_timeout)
+            .await
+    }
+
+    async fn launch_with(
+        &self,
+        id: &str,
+        meta: &GvisorMeta,
+        token: &str,
+        restore: bool,
+        reattach: bool,
+        ready: Duration,
     ) -> Result<(), EngineError> {
         let d = self.dir(id);
         // A stale container of this id (crashed, or stopped by a checkpoint) blocks the new one.
@@ -385,7 +409,7 @@ impl GvisorEngine {
         .await?;
         let client = AgentClient::new(Self::endpoint(meta.ip, token));
         client
-            .wait_ready(self.cfg.ready_timeout)
+            .wait_ready(ready)
             .await
             .map_err(|e| io("wait for lohar", e))
     }
@@ -576,9 +600,17 @@ impl GvisorEngine {
                 "the checkpoint is missing (bhatti stop/start boots it again)",
             ));
         }
-        self.launch(id, &sb.meta, &sb.token, true, true)
-            .await
-            .map_err(|e| io("restore from checkpoint", e))?;
+        // runsc 2022 sometimes restores a sandbox whose lohar then never answers (a stale epoll
+        // event after restore, see Cargo.toml); the image is still on disk, so restore again.
+        let first = self
+            .launch_with(id, &sb.meta, &sb.token, true, true, RESTORE_READY)
+            .await;
+        if let Err(e) = first {
+            tracing::warn!(sandbox = %id, error = %e, "restore did not come up; restoring again");
+            self.launch(id, &sb.meta, &sb.token, true, true)
+                .await
+                .map_err(|e| io("restore from checkpoint", e))?;
+        }
         let _ = std::fs::remove_file(self.dir(id).join(COLD_MARKER));
         let ckpt = self.dir(id).join("checkpoint");
         let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(ckpt)).await;
@@ -878,6 +910,22 @@ impl Engine for GvisorEngine {
             };
         };
         let _g = sb.gate.lock().await;
+        if sb.phase() == Phase::Running {
+            // Checkpoint from paused, as the thermal path does: nothing runs while it saves.
+            let (r, id, log) = (
+                self.runsc.clone(),
+                engine_id.to_string(),
+                self.dir(engine_id).join("runsc.log"),
+            );
+            let ns = self.dir(engine_id).join("netns");
+            if blocking(move || r.run(&["pause", &id], Some(&ns), &log))
+                .await
+                .is_ok()
+            {
+                sb.set(Phase::Paused);
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        }
         if matches!(sb.phase(), Phase::Running | Phase::Paused) {
             if let Err(e) = self.checkpoint(engine_id).await {
                 // Stop must stop: without a checkpoint the next start boots afresh.
@@ -918,8 +966,23 @@ impl Engine for GvisorEngine {
         if matches!(sb.phase(), Phase::Running | Phase::Paused) {
             return Err(io("start", "sandbox is running"));
         }
-        let r = if self.is_cold(id) {
-            self.wake_cold(&sb).await
+        let restored = if self.is_cold(id) {
+            match self.wake_cold(&sb).await {
+                Ok(()) => true,
+                Err(e) => {
+                    // Start must start: without the processes, over the kept files.
+                    tracing::warn!(sandbox = %id, error = %e, "start: restore failed; booting afresh (processes not kept)");
+                    let d = self.dir(id);
+                    let _ = std::fs::remove_dir_all(d.join("checkpoint"));
+                    let _ = std::fs::remove_file(d.join(COLD_MARKER));
+                    false
+                }
+            }
+        } else {
+            false
+        };
+        let r = if restored {
+            Ok(())
         } else {
             // Never checkpointed (or the checkpoint failed): a fresh boot over its files.
             let image = self

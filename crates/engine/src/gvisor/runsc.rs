@@ -71,7 +71,19 @@ impl Runsc {
     /// which is per network namespace. Fails with runsc's message.
     pub fn run(&self, args: &[&str], netns: Option<&Path>, log: &Path) -> Result<(), EngineError> {
         let step = format!("runsc {}", args.first().copied().unwrap_or(""));
-        let out = File::create(log).map_err(|e| io(format!("{step}: open log"), e))?;
+        // `run`/`restore` hand their stdio to the sandbox (lohar logs there): append, so the
+        // sandbox's whole history stays readable; read back only this command's part.
+        let starts = matches!(args.first(), Some(&"run") | Some(&"restore"));
+        let out = if starts {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(log.with_file_name("console.log"))
+        } else {
+            File::create(log)
+        }
+        .map_err(|e| io(format!("{step}: open log"), e))?;
+        let from = out.metadata().map(|m| m.len()).unwrap_or(0);
         let err = out
             .try_clone()
             .map_err(|e| io(format!("{step}: open log"), e))?;
@@ -94,7 +106,13 @@ impl Runsc {
         if status.success() {
             return Ok(());
         }
-        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let path = if starts {
+            log.with_file_name("console.log")
+        } else {
+            log.to_path_buf()
+        };
+        let text = std::fs::read(&path).unwrap_or_default();
+        let text = String::from_utf8_lossy(text.get(from as usize..).unwrap_or_default());
         Err(io(step, summarise(&text)))
     }
 

@@ -368,6 +368,19 @@ impl Network {
         Ok(())
     }
 
+    /// Puts a sandbox's address and default route back on the `eth0` of `netns` (idempotent),
+    /// keeping its veth and MAC: gVisor's runsc moves them into its own netstack at start, and a
+    /// restore needs them there again.
+    pub async fn readdress(
+        &self,
+        subnet_index: u32,
+        netns: &Path,
+        ip: Ipv4Addr,
+    ) -> Result<(), NetError> {
+        let f = veth::open_netns(netns)?;
+        veth::configure_in_netns(f, netns, ip, self.gateway(subnet_index)).await
+    }
+
     /// Marks the addresses of live sandboxes as used and their veths as theirs, without
     /// deleting anything: for an engine sharing this network with the one that reconciles it
     /// (which must then reconcile after it, so that these are spared).
