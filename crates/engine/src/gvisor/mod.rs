@@ -883,7 +883,10 @@ impl Engine for GvisorEngine {
         match sb.phase() {
             Phase::Cold => return Ok(()),
             Phase::Stopped => return Err(io("snapshot", "sandbox is stopped")),
-            Phase::Running | Phase::Paused => {}
+            // Cold is reached from warm only (e.g. not again right after a failed snapshot
+            // booted the sandbox afresh, before it has been idle again).
+            Phase::Running => return Err(io("snapshot", "sandbox is not paused")),
+            Phase::Paused => {}
         }
         match self.checkpoint(engine_id).await {
             Ok(()) => {
