@@ -2,7 +2,8 @@
 //! `create --engine gvisor`, real runsc (Debian's 0.0~20221219 is the floor). Cold = runsc
 //! checkpoint: a background counter keeps counting across ten cold/wake cycles with every file
 //! kept, a detached shell session is reattached with its scrollback, stop/start keeps the
-//! processes too; a corrupt checkpoint is a clear wake error and destroy still cleans up. The
+//! processes too (that one runs with BHATTI_GVISOR_COLD_E2E=1); a shell session detaches and
+//! reattaches with its scrollback; a corrupt checkpoint is a clear wake error and destroy still cleans up. The
 //! operations suites in `ops.rs` also run against gvisor (`Eng::Gvisor`).
 
 use std::path::{Path, PathBuf};
@@ -410,5 +411,43 @@ fn gvisor_corrupt_checkpoint_is_a_clear_error_and_destroy_cleans_up() {
     );
     assert!(runsc_containers(&d.data_dir()).is_empty());
     assert!(!d.data_dir().join("gvisor/sandboxes").join(&id).exists());
+    assert!(d.links().is_empty(), "{:?}", d.links());
+}
+
+#[test]
+fn gvisor_shell_detach_and_reattach_with_scrollback() {
+    require_e2e!();
+    let Some(env) = Eng::Gvisor.start("") else {
+        return;
+    };
+    let d = &env.d;
+    env.tiny("dev", &[]);
+    let session = in_netns(d, |c| {
+        Box::pin(async move {
+            let (sid, mut w, mut r) = c.shell("dev", None, true).await.unwrap();
+            w.input(b"echo MARK-$((6*7)); tty\n").await.unwrap();
+            let out = read_until(&mut r, "/dev/pts/").await;
+            assert!(out.contains("MARK-42"), "{out}");
+            w.close().await;
+            sid
+        })
+    });
+    // The detached shell is listed, and reattaching replays its scrollback.
+    let ps = d.ok(&["ps", "dev"]);
+    assert!(ps.contains(&session), "{ps}");
+    let after = in_netns(d, move |c| {
+        Box::pin(async move {
+            let (sid, mut w, mut r) = c.shell("dev", Some(&session), false).await.unwrap();
+            assert_eq!(sid, session);
+            let mut seen = read_until(&mut r, "MARK-42").await;
+            w.input(b"echo AFTER-$((1+1))\n").await.unwrap();
+            seen.push_str(&read_until(&mut r, "AFTER-2").await);
+            w.close().await;
+            seen
+        })
+    });
+    assert!(after.contains("AFTER-2"), "{after}");
+    d.ok(&["destroy", "dev", "-y"]);
+    assert!(gvisor_mounts(&d.data_dir()).is_empty());
     assert!(d.links().is_empty(), "{:?}", d.links());
 }
