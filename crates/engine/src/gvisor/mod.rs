@@ -407,6 +407,21 @@ impl GvisorEngine {
             }
         })
         .await?;
+        if restore {
+            // While the sandbox was down the host's neighbour entry for its address went
+            // FAILED (nothing answered ARP); connects then fail with EHOSTUNREACH until the
+            // entry ages out. Forget it so the first connect resolves the restored netstack.
+            let ip = meta.ip.to_string();
+            let _ = blocking(move || {
+                let _ = std::process::Command::new("ip")
+                    .args(["-4", "neigh", "flush", "to", &ip])
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .status();
+                Ok(())
+            })
+            .await;
+        }
         let client = AgentClient::new(Self::endpoint(meta.ip, token));
         client
             .wait_ready(ready)
