@@ -524,6 +524,8 @@ impl GvisorEngine {
                 first_err.get_or_insert(io("destroy cgroup", e));
             }
         }
+        let (parent, idc) = (self.cfg.cgroup_parent.clone(), id.to_string());
+        let _ = tokio::task::spawn_blocking(move || remove_runsc_cgroups(&parent, &idc)).await;
         let subnet = subnet_index.or_else(|| self.load_state(id).map(|m| m.subnet_index));
         if let Some(s) = subnet {
             if let Err(e) = self.net.detach(s, id).await {
@@ -667,6 +669,39 @@ impl GvisorEngine {
             }
             _ => self.boot(spec, Some(meta.ip)).await,
         }
+    }
+}
+
+/// Removes the groups runsc made for a sandbox in cgroup v1 hierarchies we do not manage
+/// (blkio, cpuset, devices, name=systemd …: runsc joins every mounted one), then their parent
+/// once it is empty. Our own controllers' groups are removed by [`crate::cgroups::Cgroup`].
+fn remove_runsc_cgroups(parent: &str, id: &str) {
+    let parent = parent.trim_matches('/');
+    if parent.is_empty() || parent.contains("..") || id.is_empty() || id.contains('/') {
+        return;
+    }
+    // Named, so a cgroup v2 host (where these are not hierarchies) is never touched.
+    const UNMANAGED_V1: &[&str] = &[
+        "blkio",
+        "cpuset",
+        "devices",
+        "systemd",
+        "net_cls",
+        "net_prio",
+        "net_cls,net_prio",
+        "perf_event",
+        "rdma",
+        "misc",
+    ];
+    for h in UNMANAGED_V1 {
+        let root = Path::new("/sys/fs/cgroup").join(h);
+        if !root.join("cgroup.procs").exists() {
+            continue;
+        }
+        let p = root.join(parent);
+        // rmdir only: a group that still has processes or children stays (EBUSY).
+        let _ = std::fs::remove_dir(p.join(id));
+        let _ = std::fs::remove_dir(&p);
     }
 }
 
