@@ -103,3 +103,34 @@ pub enum AgentEndpoint {
         token: Option<String>,
     },
 }
+
+impl SandboxSpec {
+    /// What lohar reads at boot (every engine delivers the same document; an engine may add
+    /// keys of its own, e.g. the vm engine's `network`).
+    pub(crate) fn lohar_config(&self, dns: &[String]) -> serde_json::Value {
+        use base64::Engine as _;
+        let files: serde_json::Map<String, serde_json::Value> = self
+            .files
+            .iter()
+            .map(|f| {
+                (
+                    f.path.clone(),
+                    serde_json::json!({
+                        "content": base64::engine::general_purpose::STANDARD.encode(&f.content),
+                        "mode": format!("{:04o}", f.mode),
+                    }),
+                )
+            })
+            .collect();
+        serde_json::json!({
+            "sandbox_id": self.id,
+            "hostname": self.name,
+            "token": self.agent_token,
+            "env": self.env,
+            "files": files,
+            "init": self.init.clone().unwrap_or_default(),
+            "dns": dns,
+            "user": "lohar",
+        })
+    }
+}

@@ -27,7 +27,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
 use crate::agent::AgentClient;
@@ -705,35 +704,6 @@ fn remove_runsc_cgroups(parent: &str, id: &str) {
     }
 }
 
-/// lohar's config file: the same fields the namespace engine delivers.
-fn lohar_config(dns: &[String], spec: &SandboxSpec) -> Vec<u8> {
-    let files: serde_json::Map<String, serde_json::Value> = spec
-        .files
-        .iter()
-        .map(|f| {
-            (
-                f.path.clone(),
-                serde_json::json!({
-                    "content": base64::engine::general_purpose::STANDARD.encode(&f.content),
-                    "mode": format!("{:04o}", f.mode),
-                }),
-            )
-        })
-        .collect();
-    serde_json::json!({
-        "sandbox_id": spec.id,
-        "hostname": spec.name,
-        "token": spec.agent_token,
-        "env": spec.env,
-        "files": files,
-        "init": spec.init.clone().unwrap_or_default(),
-        "dns": dns,
-        "user": "lohar",
-    })
-    .to_string()
-    .into_bytes()
-}
-
 /// Mounts the overlay and writes the bundle and lohar's config (blocking).
 fn prepare_fs(
     cfg: &GvisorConfig,
@@ -772,7 +742,9 @@ fn prepare_fs(
         .write(true)
         .mode(0o600)
         .open(&cfg_path)
-        .and_then(|mut f| std::io::Write::write_all(&mut f, &lohar_config(&cfg.dns, spec)))
+        .and_then(|mut f| {
+            std::io::Write::write_all(&mut f, spec.lohar_config(&cfg.dns).to_string().as_bytes())
+        })
         .map_err(|e| io("write lohar config", e))?;
     let bundle = oci::build(&oci::BundleSpec {
         rootfs,

@@ -7,7 +7,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
 use super::launch::{self, LaunchError};
@@ -203,30 +202,7 @@ impl NamespaceEngine {
     }
 
     fn lohar_config(&self, spec: &SandboxSpec) -> String {
-        let files: serde_json::Map<String, serde_json::Value> = spec
-            .files
-            .iter()
-            .map(|f| {
-                (
-                    f.path.clone(),
-                    serde_json::json!({
-                        "content": base64::engine::general_purpose::STANDARD.encode(&f.content),
-                        "mode": format!("{:04o}", f.mode),
-                    }),
-                )
-            })
-            .collect();
-        serde_json::json!({
-            "sandbox_id": spec.id,
-            "hostname": spec.name,
-            "token": spec.agent_token,
-            "env": spec.env,
-            "files": files,
-            "init": spec.init.clone().unwrap_or_default(),
-            "dns": self.cfg.dns,
-            "user": "lohar",
-        })
-        .to_string()
+        spec.lohar_config(&self.cfg.dns).to_string()
     }
 
     async fn launch(

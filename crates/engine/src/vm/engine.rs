@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
 use super::vmm::{probe_kvm, Accel, Qemu, VmLaunch, Vmm};
@@ -472,35 +471,12 @@ impl VmEngine {
     }
 
     fn lohar_config(&self, spec: &SandboxSpec, ip: Ipv4Addr, gateway: Ipv4Addr) -> Vec<u8> {
-        let files: serde_json::Map<String, serde_json::Value> = spec
-            .files
-            .iter()
-            .map(|f| {
-                (
-                    f.path.clone(),
-                    serde_json::json!({
-                        "content": base64::engine::general_purpose::STANDARD.encode(&f.content),
-                        "mode": format!("{:04o}", f.mode),
-                    }),
-                )
-            })
-            .collect();
-        serde_json::json!({
-            "sandbox_id": spec.id,
-            "hostname": spec.name,
-            "token": spec.agent_token,
-            "env": spec.env,
-            "files": files,
-            "init": spec.init.clone().unwrap_or_default(),
-            "dns": self.cfg.dns,
-            "user": "lohar",
-            "network": {
-                "address": format!("{ip}/{}", crate::net::ipam::USER_PREFIX_LEN),
-                "gateway": gateway.to_string(),
-            },
-        })
-        .to_string()
-        .into_bytes()
+        let mut c = spec.lohar_config(&self.cfg.dns);
+        c["network"] = serde_json::json!({
+            "address": format!("{ip}/{}", crate::net::ipam::USER_PREFIX_LEN),
+            "gateway": gateway.to_string(),
+        });
+        c.to_string().into_bytes()
     }
 
     fn cmdline(&self) -> String {
