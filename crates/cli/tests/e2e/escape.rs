@@ -240,11 +240,24 @@ fn fork_bomb_and_memory_hog_stay_in_their_sandbox() {
             "f() { while :; do f & done; }; f",
         ])
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(d.dir.path().join("bomb.err")).unwrap())
         .spawn()
         .unwrap();
+    // The bomb has to be at its limit before the bystander is measured against it (a slow host
+    // takes a while to start it); say why when it never gets there.
+    let at_limit = eventually(Duration::from_secs(30), || {
+        max_pids(&d) >= 100 || bomb.try_wait().ok().flatten().is_some()
+    });
+    let pids = max_pids(&d);
+    assert!(
+        at_limit && pids >= 100,
+        "the bomb never grew ({pids} pids; exec {:?}; stderr: {}; daemon log: {})",
+        bomb.try_wait(),
+        std::fs::read_to_string(d.dir.path().join("bomb.err")).unwrap_or_default(),
+        d.log()
+    );
     let mut worst = Duration::ZERO;
-    let mut pids = 0;
+    let mut pids = pids;
     let t0 = Instant::now();
     while t0.elapsed() < Duration::from_secs(10) {
         pids = pids.max(max_pids(&d));
