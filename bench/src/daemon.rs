@@ -1,4 +1,5 @@
-//! The daemon under test: `bhatti serve` with the namespace engine in a temp data dir.
+//! The daemon under test: `bhatti serve` with the namespace engine in a temp data dir, plus the
+//! gvisor and vm engines when this host can run them.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -26,6 +27,8 @@ pub struct Daemon {
     pub cgroup_parent: String,
     /// Whether the vm engine is enabled (QEMU and a guest kernel were found).
     pub vm: bool,
+    /// Why the gvisor engine is not enabled (`None`: it is; runsc was found).
+    pub gvisor_skip: Option<String>,
 }
 
 impl Daemon {
@@ -60,16 +63,30 @@ impl Daemon {
             parent = cgroup_parent(),
             public_port = PUBLIC_PORT,
         );
-        // The vm engine too, when this host has QEMU and a guest kernel (scripts/vm-kernel).
+        // The gvisor engine too, when runsc is installed, and the vm engine, when this host has
+        // QEMU and a guest kernel (scripts/vm-kernel).
+        let gvisor_skip = gvisor_skip_reason();
         let vm_kernel = vm_kernel();
-        let config = match &vm_kernel {
-            Some(k) => format!(
-                "{config}engines: [vm]\nvm:\n  kernel: {}\n  cgroup_parent: {}\n  disk_size_mb: 1024\n",
+        let mut engines = Vec::new();
+        let mut config = config;
+        if gvisor_skip.is_none() {
+            engines.push("gvisor");
+            config.push_str(&format!(
+                "gvisor:\n  platform: {GVISOR_PLATFORM}\n  cgroup_parent: {}\n",
+                gvisor_cgroup_parent()
+            ));
+        }
+        if let Some(k) = &vm_kernel {
+            engines.push("vm");
+            config.push_str(&format!(
+                "vm:\n  kernel: {}\n  cgroup_parent: {}\n  disk_size_mb: 1024\n",
                 k.display(),
                 vm_cgroup_parent()
-            ),
-            None => config,
-        };
+            ));
+        }
+        if !engines.is_empty() {
+            config.push_str(&format!("engines: [{}]\n", engines.join(", ")));
+        }
         std::fs::write(dir.path().join("config.yaml"), config)?;
         let log = std::fs::File::create(dir.path().join("daemon.log"))?;
         let child = Command::new(&bin)
@@ -114,6 +131,7 @@ impl Daemon {
             images,
             cgroup_parent: cgroup_parent(),
             vm: vm_kernel.is_some(),
+            gvisor_skip,
         })
     }
 }
@@ -141,6 +159,25 @@ fn vm_kernel() -> Option<PathBuf> {
         })
 }
 
+/// The runsc platform of the gvisor scenarios (the one that works everywhere).
+pub const GVISOR_PLATFORM: &str = "ptrace";
+
+/// Why the gvisor engine cannot run here (`runsc --version` fails), if it cannot.
+pub fn gvisor_skip_reason() -> Option<String> {
+    let ok = Command::new("runsc")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    (!ok).then(|| "runsc not installed (Debian package `runsc`)".to_string())
+}
+
+/// The gvisor engine's cgroup parent for this run.
+fn gvisor_cgroup_parent() -> String {
+    format!("bhatti-bench-g-{}", std::process::id())
+}
+
 /// The vm engine's cgroup parent for this run.
 fn vm_cgroup_parent() -> String {
     format!("bhatti-bench-vm-{}", std::process::id())
@@ -162,6 +199,7 @@ impl Drop for Daemon {
             for c in controllers.flatten() {
                 let _ = std::fs::remove_dir(c.path().join(cgroup_parent()));
                 let _ = std::fs::remove_dir(c.path().join(vm_cgroup_parent()));
+                let _ = std::fs::remove_dir(c.path().join(gvisor_cgroup_parent()));
             }
         }
     }

@@ -4,6 +4,7 @@
 //! the harness from rotting; it checks that every scenario ran, never how fast).
 
 mod daemon;
+mod gvisor;
 mod more;
 mod scenarios;
 mod stats;
@@ -120,6 +121,9 @@ fn markdown(r: &Report) -> String {
     s
 }
 
+/// The top of bench/RESULTS.md, above the table.
+const RESULTS_HEADER: &str = "# bhatti benchmark results\n\nProduced by `bench/run --write-results`; floors are measured in the same run. The raw numbers of this run are in `bench/RESULTS.json` (every run writes one to `bench/results/`).\n\n";
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -153,7 +157,16 @@ async fn main() -> Result<()> {
         serde_json::to_vec_pretty(&report)?,
     )?;
     if write {
-        std::fs::write("bench/RESULTS.md", format!("# bhatti benchmark results\n\nProduced by `bench/run --write-results`; floors are measured in the same run.\n\n{md}"))?;
+        // The hand-written notes (from `## Notes` on) are kept; the table is replaced.
+        let notes = std::fs::read_to_string("bench/RESULTS.md")
+            .ok()
+            .and_then(|old| old.find("\n## Notes").map(|i| old[i..].to_string()))
+            .unwrap_or_default();
+        std::fs::write("bench/RESULTS.md", format!("{RESULTS_HEADER}{md}{notes}"))?;
+        std::fs::write(
+            "bench/RESULTS.json",
+            format!("{}\n", serde_json::to_string_pretty(&report)?),
+        )?;
     }
     if report.rows.is_empty() {
         bail!("no scenario ran");

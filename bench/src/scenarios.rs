@@ -245,6 +245,16 @@ pub async fn run_all(
     crate::more::stop_start(d, quick, rows).await?;
     crate::more::proxies(d, quick, rows).await?;
     crate::more::idle_memory(d, quick, figures).await?;
+    match &d.gvisor_skip {
+        None => crate::gvisor::scenarios(d, quick, &fork_exec, rows, figures).await?,
+        Some(why) => {
+            println!("gvisor rows skipped: {why}");
+            not_run.push((
+                "gvisor engine (create, exec, warm and cold wake)".into(),
+                why.clone(),
+            ));
+        }
+    }
     if d.vm {
         crate::vm::scenarios(d, quick, rows).await?;
     } else {

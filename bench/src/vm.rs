@@ -20,7 +20,13 @@ fn vm_req(name: &str, keep_hot: bool) -> CreateSandboxRequest {
     }
 }
 
-async fn wait_thermal(d: &Daemon, name: &str, want: &str, within: Duration) -> Result<()> {
+/// Waits until `name` is listed with thermal state `want`.
+pub(crate) async fn wait_thermal(
+    d: &Daemon,
+    name: &str,
+    want: &str,
+    within: Duration,
+) -> Result<()> {
     let deadline = Instant::now() + within;
     loop {
         let list = d.client.list_sandboxes(&[]).await?;
