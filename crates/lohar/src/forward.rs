@@ -3,7 +3,6 @@
 use bhatti_proto::io::{read_frame, write_frame};
 use bhatti_proto::msg::{json_frame, parse_json, FwdRequest, FwdResponse};
 use bhatti_proto::FrameType;
-use tokio::net::TcpStream;
 
 use crate::wire::BoxStream;
 
@@ -27,7 +26,10 @@ pub async fn serve(mut stream: BoxStream) {
             return;
         }
     };
-    let mut target = match TcpStream::connect(("127.0.0.1", req.port)).await {
+    // Served by threads like lohar's own connections (see `tcp_threads`): a sandbox that
+    // forwarded a port can still be checkpointed and restored by gVisor.
+    let target = std::net::SocketAddr::from(([127, 0, 0, 1], req.port));
+    let mut target = match crate::tcp_threads::connect(target).await {
         Ok(t) => t,
         Err(e) => {
             reply(
@@ -38,7 +40,6 @@ pub async fn serve(mut stream: BoxStream) {
             return;
         }
     };
-    let _ = target.set_nodelay(true);
     reply(&mut stream, FwdResponse::ok()).await;
     // copy_bidirectional shuts each write side down when the other side reaches EOF.
     let _ = tokio::io::copy_bidirectional(&mut stream, &mut target).await;

@@ -13,6 +13,7 @@ pub mod files;
 pub mod forward;
 pub mod fsops;
 pub mod server;
+pub mod tcp_threads;
 
 mod agent;
 pub mod wire;

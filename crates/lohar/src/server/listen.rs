@@ -68,10 +68,8 @@ impl Listener {
                     .recv()
                     .await
                     .ok_or_else(|| std::io::Error::other("accept thread ended"))??;
-                s.set_nonblocking(true)?;
-                let s = tokio::net::TcpStream::from_std(s)?;
-                let _ = s.set_nodelay(true);
-                Ok(Box::new(s))
+                // Never registered with epoll either: see `tcp_threads`.
+                Ok(Box::new(crate::tcp_threads::serve(s)?))
             }
             Listener::Unix(l) => {
                 let (s, _) = l.accept().await?;
