@@ -125,6 +125,9 @@ pub struct GvisorOptions {
     pub ready_timeout_secs: u64,
     /// Directory for runsc's debug logs (off when absent).
     pub debug_log_dir: Option<PathBuf>,
+    /// With `debug_log_dir`: also log the sandboxes' system calls (`runsc --strace`), all of
+    /// them or those named here, comma-separated (`"*"` for all). Slow; for diagnosis.
+    pub debug_strace: Option<String>,
 }
 
 impl Default for GvisorOptions {
@@ -135,6 +138,7 @@ impl Default for GvisorOptions {
             cgroup_parent: "bhatti-gvisor".into(),
             ready_timeout_secs: 30,
             debug_log_dir: None,
+            debug_strace: None,
         }
     }
 }

@@ -159,7 +159,30 @@ pub fn agent_status(e: &AgentError) -> Option<StatusCode> {
             }
         }
         AgentError::Connect(_) => Some(StatusCode::BAD_GATEWAY),
+        // The agent went away mid-exchange (it died, or its sandbox did): not our bug.
+        AgentError::Protocol(
+            bhatti_proto::ProtoError::Io(_) | bhatti_proto::ProtoError::UnexpectedEof,
+        ) => Some(StatusCode::BAD_GATEWAY),
         AgentError::Timeout(_) => Some(StatusCode::GATEWAY_TIMEOUT),
         AgentError::Protocol(_) | AgentError::Unexpected(_) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agent_errors_map_to_gateway_statuses_or_internal() {
+        let reset = AgentError::Protocol(bhatti_proto::ProtoError::Io(std::io::Error::from(
+            std::io::ErrorKind::ConnectionReset,
+        )));
+        assert_eq!(agent_status(&reset), Some(StatusCode::BAD_GATEWAY));
+        let eof = AgentError::Protocol(bhatti_proto::ProtoError::UnexpectedEof);
+        assert_eq!(agent_status(&eof), Some(StatusCode::BAD_GATEWAY));
+        let bad = AgentError::Protocol(bhatti_proto::ProtoError::EmptyFrame);
+        assert_eq!(agent_status(&bad), None);
+        let missing = AgentError::Remote("open /x: no such file or directory".into());
+        assert_eq!(agent_status(&missing), Some(StatusCode::NOT_FOUND));
     }
 }

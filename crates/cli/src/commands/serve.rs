@@ -230,6 +230,7 @@ fn gvisor_config(config: &ServerConfig) -> Result<GvisorConfig> {
         dns: ns.dns,
         ready_timeout: Duration::from_secs(g.ready_timeout_secs),
         debug_log_dir: g.debug_log_dir.clone(),
+        debug_strace: g.debug_strace.clone(),
     })
 }
 

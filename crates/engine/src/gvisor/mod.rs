@@ -64,6 +64,8 @@ pub struct GvisorConfig {
     pub ready_timeout: Duration,
     /// runsc debug logs, if wanted.
     pub debug_log_dir: Option<PathBuf>,
+    /// With `debug_log_dir`: system calls to trace (`"*"`: all), none when absent.
+    pub debug_strace: Option<String>,
 }
 
 /// What the engine persists about a sandbox (`state.json`, and `Created::meta`).
@@ -239,6 +241,7 @@ impl GvisorEngine {
                 root,
                 platform: cfg.platform.clone(),
                 debug_log_dir: cfg.debug_log_dir.clone(),
+                debug_strace: cfg.debug_strace.clone(),
             },
             cfg,
             images,

@@ -28,6 +28,8 @@ pub struct Runsc {
     pub platform: String,
     /// `--debug-log` directory, if any.
     pub debug_log_dir: Option<PathBuf>,
+    /// With `debug_log_dir`: `--strace` for these system calls (`"*"`: all).
+    pub debug_strace: Option<String>,
 }
 
 fn io(step: impl Into<String>, e: impl std::fmt::Display) -> EngineError {
@@ -59,6 +61,12 @@ impl Runsc {
         if let Some(d) = &self.debug_log_dir {
             c.arg("--debug")
                 .arg(format!("--debug-log={}/", d.display()));
+            if let Some(list) = &self.debug_strace {
+                c.arg("--strace");
+                if list != "*" {
+                    c.arg(format!("--strace-syscalls={list}"));
+                }
+            }
         }
         c.args(args);
         c

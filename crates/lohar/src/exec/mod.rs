@@ -16,14 +16,15 @@ use tokio::io::AsyncReadExt;
 /// Size of one output read (and so the largest STDOUT/STDERR frame lohar sends for a process).
 pub const READ_CHUNK: usize = 32 * 1024;
 
-/// Wraps the read end of a pipe for async reads.
-pub fn async_pipe_reader(fd: OwnedFd) -> std::io::Result<tokio::net::unix::pipe::Receiver> {
-    tokio::net::unix::pipe::Receiver::from_owned_fd(fd)
+/// Wraps the read end of a pipe for async reads (served by a thread, never epoll: see
+/// [`crate::pipe_threads`]).
+pub fn async_pipe_reader(fd: OwnedFd) -> std::io::Result<crate::pipe_threads::PipeReader> {
+    crate::pipe_threads::reader(fd)
 }
 
-/// Wraps the write end of a pipe for async writes.
-pub fn async_pipe_writer(fd: OwnedFd) -> std::io::Result<tokio::net::unix::pipe::Sender> {
-    tokio::net::unix::pipe::Sender::from_owned_fd(fd)
+/// Wraps the write end of a pipe for async writes (served by a thread, like the reader).
+pub fn async_pipe_writer(fd: OwnedFd) -> std::io::Result<crate::pipe_threads::PipeWriter> {
+    crate::pipe_threads::writer(fd)
 }
 
 /// Stdin bytes a process may have waiting (sent by the host, not yet read by the process)
@@ -43,7 +44,7 @@ pub struct StdinQueue {
 
 impl StdinQueue {
     /// Starts writing to `w` (`None`: a process without stdin, input is dropped).
-    pub fn new(w: Option<tokio::net::unix::pipe::Sender>) -> StdinQueue {
+    pub fn new(w: Option<crate::pipe_threads::PipeWriter>) -> StdinQueue {
         use std::sync::atomic::Ordering;
         use tokio::io::AsyncWriteExt;
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<bytes::Bytes>();
@@ -103,7 +104,7 @@ impl Drop for StdinQueue {
 
 /// Reads one chunk from a pipe; `Ok(None)` at EOF.
 pub async fn read_chunk(
-    r: &mut tokio::net::unix::pipe::Receiver,
+    r: &mut crate::pipe_threads::PipeReader,
     buf: &mut [u8],
 ) -> std::io::Result<Option<usize>> {
     match r.read(buf).await? {
