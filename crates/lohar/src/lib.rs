@@ -7,6 +7,7 @@
 
 pub mod activity;
 pub mod boot;
+pub mod bridged;
 pub mod config;
 pub mod exec;
 pub mod files;

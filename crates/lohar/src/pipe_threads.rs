@@ -11,16 +11,16 @@
 //! hold a pipe open forever).
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::poll::{PollFd, PollFlags, PollTimeout};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream, ReadBuf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::bridged::Bridged;
 
 /// Bytes buffered between a pipe thread and the async side.
 const BUF: usize = 64 * 1024;
@@ -31,16 +31,20 @@ const CHECK: Duration = Duration::from_millis(200);
 
 /// The read end of a pipe as an async reader. Dropping it lets the thread go and close the
 /// pipe (within [`CHECK`]), even while a writer still holds the other end.
-pub struct PipeReader {
-    io: DuplexStream,
-    gone: Arc<AtomicBool>,
-}
+pub type PipeReader = Bridged<GoneOnDrop>;
 
 /// The write end of a pipe as an async writer. Bytes written are sent in order; the pipe
 /// closes once they are all written (or the reader is gone) after the writer is dropped or
 /// shut down.
-pub struct PipeWriter {
-    io: DuplexStream,
+pub type PipeWriter = Bridged<()>;
+
+/// Sets its flag when dropped: the reader thread's signal to stop waiting.
+pub struct GoneOnDrop(Arc<AtomicBool>);
+
+impl Drop for GoneOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
 }
 
 fn set_nonblocking(fd: &OwnedFd) -> std::io::Result<()> {
@@ -90,7 +94,7 @@ pub fn reader(fd: OwnedFd) -> std::io::Result<PipeReader> {
             let _ = handle.block_on(theirs.shutdown());
             drop(fd);
         })?;
-    Ok(PipeReader { io: ours, gone })
+    Ok(Bridged::new(ours, GoneOnDrop(gone)))
 }
 
 /// Serves the write end of a pipe. Must be called inside a tokio runtime.
@@ -121,41 +125,7 @@ pub fn writer(fd: OwnedFd) -> std::io::Result<PipeWriter> {
             }
             drop(fd);
         })?;
-    Ok(PipeWriter { io: ours })
-}
-
-impl Drop for PipeReader {
-    fn drop(&mut self) {
-        self.gone.store(true, Ordering::Release);
-    }
-}
-
-impl AsyncRead for PipeReader {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for PipeWriter {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
-    }
+    Ok(Bridged::new(ours, ()))
 }
 
 #[cfg(test)]

@@ -13,23 +13,20 @@
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::pin::Pin;
 use std::sync::mpsc;
-use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream, ReadBuf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::bridged::Bridged;
 
 /// Bytes buffered in each direction between a socket thread and the async side.
 const BUF: usize = 64 * 1024;
 /// The socket threads need little stack: a read or write and a small future at a time.
 const STACK: usize = 256 * 1024;
 
-/// A TCP connection as an async stream; its socket is only touched by its two threads.
-pub struct ThreadedTcp {
-    io: DuplexStream,
-    /// Dropped with the stream: tells the writer thread it may close the socket for good.
-    _dropped: mpsc::Sender<()>,
-}
+/// A TCP connection as an async stream; its socket is only touched by its two threads. Its
+/// guard, dropped with it, tells the writer thread it may close the socket for good.
+pub type ThreadedTcp = Bridged<mpsc::Sender<()>>;
 
 /// Hands `sock` to two threads and returns the async end. Must be called inside a tokio
 /// runtime (the threads drive the duplex through its handle).
@@ -87,38 +84,7 @@ pub fn serve(sock: TcpStream) -> std::io::Result<ThreadedTcp> {
             let _ = wsock.shutdown(Shutdown::Both);
         })?;
 
-    Ok(ThreadedTcp {
-        io: ours,
-        _dropped: dropped_tx,
-    })
-}
-
-impl AsyncRead for ThreadedTcp {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for ThreadedTcp {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
-    }
+    Ok(Bridged::new(ours, dropped_tx))
 }
 
 /// Connects to `addr` on a blocking thread and serves the connection like an accepted one.
