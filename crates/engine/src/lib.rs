@@ -7,6 +7,7 @@ pub mod agent;
 pub mod cgroups;
 pub mod error;
 pub mod gvisor;
+pub mod idle_meter;
 pub mod image;
 pub mod namespace;
 pub mod net;

@@ -14,6 +14,7 @@ use super::vmm::{probe_kvm, Accel, Qemu, VmLaunch, Vmm};
 use super::{disk, initramfs};
 use crate::agent::AgentClient;
 use crate::cgroups::{Cgroup, Cgroups, Limits};
+use crate::idle_meter::IdleMeter;
 use crate::image::ImageStore;
 use crate::namespace::{CONTROL_PORT, FORWARD_PORT};
 use crate::net::{NetConfig, Network};
@@ -214,40 +215,6 @@ pub struct VmEngine {
 /// measured ~2 % under TCG here, far less under KVM.
 const IDLE_ALLOWANCE_TCG: f64 = 0.05;
 const IDLE_ALLOWANCE_KVM: f64 = 0.01;
-
-/// Counts only the CPU time QEMU uses beyond an idle allowance, so the thermal manager's
-/// "busy" threshold measures the guest's work rather than the emulator's idle cost. The count
-/// only grows (the manager compares successive readings).
-#[derive(Debug, Clone, Copy)]
-pub struct IdleMeter {
-    last_raw: u64,
-    last_at: Option<std::time::Instant>,
-    excess: u64,
-}
-
-impl IdleMeter {
-    /// A meter starting at cumulative CPU time `raw` (µs).
-    pub fn new(raw: u64) -> IdleMeter {
-        IdleMeter {
-            last_raw: raw,
-            last_at: None,
-            excess: 0,
-        }
-    }
-
-    /// Adds the CPU used since the last reading beyond `allowance` (a share of one CPU over
-    /// the wall time between readings); returns the running total (µs).
-    pub fn observe(&mut self, raw: u64, now: std::time::Instant, allowance: f64) -> u64 {
-        if let Some(at) = self.last_at {
-            let wall = now.duration_since(at).as_micros() as f64;
-            let used = raw.saturating_sub(self.last_raw);
-            self.excess += used.saturating_sub((wall * allowance) as u64);
-        }
-        self.last_raw = raw;
-        self.last_at = Some(now);
-        self.excess
-    }
-}
 
 pub(crate) fn io(step: impl Into<String>, e: impl std::fmt::Display) -> EngineError {
     EngineError::Io {
@@ -1207,20 +1174,6 @@ impl VmEngine {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn idle_meter_counts_only_cpu_beyond_the_allowance() {
-        let t0 = std::time::Instant::now();
-        let s = |ms| t0 + Duration::from_millis(ms);
-        let mut m = IdleMeter::new(1_000);
-        assert_eq!(m.observe(1_000, s(0), 0.05), 0);
-        // 1 s wall, 20 ms used: under 5 %, counts nothing.
-        assert_eq!(m.observe(21_000, s(1_000), 0.05), 0);
-        // 1 s wall, 500 ms used: 450 ms beyond the allowance.
-        assert_eq!(m.observe(521_000, s(2_000), 0.05), 450_000);
-        // Idle again: the total stays.
-        assert_eq!(m.observe(521_000, s(3_000), 0.05), 450_000);
-    }
 
     #[test]
     fn unused_initramfs_removed_used_kept() {

@@ -17,9 +17,7 @@ pub mod initramfs;
 pub mod qmp;
 pub mod vmm;
 
-pub use engine::{
-    check_host, find_kernel, mac_for, modules_dir_for, IdleMeter, VmConfig, VmEngine, VmMeta,
-};
+pub use engine::{check_host, find_kernel, mac_for, modules_dir_for, VmConfig, VmEngine, VmMeta};
 pub use vmm::{probe_kvm, Accel};
 
 /// Alive and not a zombie.
