@@ -76,6 +76,7 @@ impl AgentClient {
                         .await
                         .map_err(AgentError::Connect)?;
                     let _ = s.set_nodelay(true);
+                    keepalive(&s);
                     (Box::new(ResetOnClose { inner: s }), token)
                 }
                 AgentEndpoint::Unix {
@@ -345,6 +346,19 @@ fn keep(out: &mut ExecOutput, data: &[u8], stderr: bool) {
 /// wait for their answer; streams end on EOF or error), so nothing in flight is lost.
 struct ResetOnClose {
     inner: tokio::net::TcpStream,
+}
+
+/// TCP keepalive and a user timeout on agent connections: a sandbox whose kernel died (a
+/// gVisor sentry killed by the host's OOM killer, a crashed VM) sends no reset, and an exec
+/// waiting on it would otherwise hang until the host's TCP gives up (hours while idle). With
+/// these it fails within about 25 s, and a destroy's removed network is noticed as fast.
+fn keepalive(s: &tokio::net::TcpStream) {
+    use nix::sys::socket::{setsockopt, sockopt};
+    let _ = setsockopt(s, sockopt::KeepAlive, &true);
+    let _ = setsockopt(s, sockopt::TcpKeepIdle, &10);
+    let _ = setsockopt(s, sockopt::TcpKeepInterval, &5);
+    let _ = setsockopt(s, sockopt::TcpKeepCount, &3);
+    let _ = setsockopt(s, sockopt::TcpUserTimeout, &25_000);
 }
 
 impl Drop for ResetOnClose {
