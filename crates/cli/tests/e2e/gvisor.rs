@@ -126,11 +126,48 @@ impl Drop for GvisorGuard {
             }
             let _ = cg.remove_parent();
         }
+        // runsc also makes groups in the hierarchies bhatti does not manage (blkio, cpuset,
+        // devices, name=systemd …), which a failed test leaves behind: kill and remove those.
+        for root in std::fs::read_dir("/sys/fs/cgroup")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            remove_cgroup_tree(&root.path().join(&self.parent));
+        }
         if let Some(data) = &self.data {
             for m in gvisor_mounts(data) {
                 let _ = nix::mount::umount2(m.as_str(), nix::mount::MntFlags::MNT_DETACH);
             }
         }
+    }
+}
+
+/// Kills the processes of a cgroup directory tree and removes it, deepest first.
+fn remove_cgroup_tree(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            remove_cgroup_tree(&e.path());
+        }
+    }
+    for pid in std::fs::read_to_string(dir.join("cgroup.procs"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse::<i32>().ok())
+    {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    for _ in 0..50 {
+        if std::fs::remove_dir(dir).is_ok() || !dir.exists() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
