@@ -119,6 +119,7 @@ pub fn run(args: Vec<String>) -> i32 {
         },
         None => SandboxConfig::default(),
     };
+    crate::io_mode::set_epoll_free(config.epoll_free_io);
     if mode == Mode::Pid1 {
         boot::pid1(&config);
     }
@@ -143,6 +144,9 @@ pub fn run(args: Vec<String>) -> i32 {
 }
 
 async fn serve(config: SandboxConfig, mode: Mode) -> std::io::Result<()> {
+    if crate::io_mode::epoll_free() {
+        tracing::info!("epoll-free I/O: TCP connections, pipes and terminals served by threads");
+    }
     let agent = Agent::new(&config, &mode)?;
     boot::provision::write_files(&config, agent.ctx.run_as);
     if !config.init.trim().is_empty() {

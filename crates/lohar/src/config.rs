@@ -58,6 +58,10 @@ pub struct SandboxConfig {
     /// `sync()` after every exec before reporting the exit, for engines that snapshot right after.
     #[serde(default)]
     pub sync_on_exit: bool,
+    /// Keep TCP connections, pipes and terminals out of epoll (threads serve them): the gvisor
+    /// engine's restores need it (see `io_mode`).
+    #[serde(default)]
+    pub epoll_free_io: bool,
     /// `eth0`'s address, for engines whose sandbox configures its own interface (the vm engine:
     /// the host cannot reach into a guest kernel's network stack the way it can into a netns).
     #[serde(default)]

@@ -26,10 +26,19 @@ pub async fn serve(mut stream: BoxStream) {
             return;
         }
     };
-    // Served by threads like lohar's own connections (see `tcp_threads`): a sandbox that
-    // forwarded a port can still be checkpointed and restored by gVisor.
     let target = std::net::SocketAddr::from(([127, 0, 0, 1], req.port));
-    let mut target = match crate::tcp_threads::connect(target).await {
+    let dialed: std::io::Result<BoxStream> = if crate::io_mode::epoll_free() {
+        // Served by threads like lohar's own connections (see `tcp_threads`).
+        crate::tcp_threads::connect(target)
+            .await
+            .map(|s| Box::new(s) as BoxStream)
+    } else {
+        tokio::net::TcpStream::connect(target).await.map(|s| {
+            let _ = s.set_nodelay(true);
+            Box::new(s) as BoxStream
+        })
+    };
+    let mut target = match dialed {
         Ok(t) => t,
         Err(e) => {
             reply(

@@ -13,6 +13,7 @@ pub mod exec;
 pub mod files;
 pub mod forward;
 pub mod fsops;
+pub mod io_mode;
 pub mod pipe_threads;
 pub mod server;
 pub mod tcp_threads;

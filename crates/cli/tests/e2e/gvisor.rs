@@ -497,6 +497,16 @@ fn gvisor_shell_detach_and_reattach_with_scrollback() {
         })
     });
     assert!(after.contains("AFTER-2"), "{after}");
+    // The engine asked lohar to keep its files out of epoll (restores depend on it).
+    let id = inspect(d, "dev")["id"].as_str().unwrap().to_string();
+    let console = std::fs::read_to_string(
+        d.data_dir()
+            .join("gvisor/sandboxes")
+            .join(&id)
+            .join("console.log"),
+    )
+    .unwrap_or_default();
+    assert!(console.contains("epoll-free I/O"), "{console}");
     d.ok(&["destroy", "dev", "-y"]);
     assert!(gvisor_mounts(&d.data_dir()).is_empty());
     assert!(d.links().is_empty(), "{:?}", d.links());

@@ -754,7 +754,11 @@ fn prepare_fs(
         .mode(0o600)
         .open(&cfg_path)
         .and_then(|mut f| {
-            std::io::Write::write_all(&mut f, spec.lohar_config(&cfg.dns).to_string().as_bytes())
+            let mut c = spec.lohar_config(&cfg.dns);
+            // runsc 2022 restores deleted epoll registrations: lohar must not use epoll for
+            // anything it closes (lohar's io_mode).
+            c["epoll_free_io"] = serde_json::json!(true);
+            std::io::Write::write_all(&mut f, c.to_string().as_bytes())
         })
         .map_err(|e| io("write lohar config", e))?;
     let bundle = oci::build(&oci::BundleSpec {

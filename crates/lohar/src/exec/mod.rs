@@ -16,15 +16,28 @@ use tokio::io::AsyncReadExt;
 /// Size of one output read (and so the largest STDOUT/STDERR frame lohar sends for a process).
 pub const READ_CHUNK: usize = 32 * 1024;
 
-/// Wraps the read end of a pipe for async reads (served by a thread, never epoll: see
-/// [`crate::pipe_threads`]).
-pub fn async_pipe_reader(fd: OwnedFd) -> std::io::Result<crate::pipe_threads::PipeReader> {
-    crate::pipe_threads::reader(fd)
+/// A process's output pipe as lohar reads it.
+pub type PipeIn = Box<dyn tokio::io::AsyncRead + Send + Unpin>;
+/// A process's input pipe as lohar writes it.
+pub type PipeOut = Box<dyn tokio::io::AsyncWrite + Send + Unpin>;
+
+/// Wraps the read end of a pipe for async reads: tokio's reactor, or a thread where epoll must
+/// be avoided ([`crate::io_mode`]).
+pub fn async_pipe_reader(fd: OwnedFd) -> std::io::Result<PipeIn> {
+    if crate::io_mode::epoll_free() {
+        return Ok(Box::new(crate::pipe_threads::reader(fd)?));
+    }
+    Ok(Box::new(tokio::net::unix::pipe::Receiver::from_owned_fd(
+        fd,
+    )?))
 }
 
-/// Wraps the write end of a pipe for async writes (served by a thread, like the reader).
-pub fn async_pipe_writer(fd: OwnedFd) -> std::io::Result<crate::pipe_threads::PipeWriter> {
-    crate::pipe_threads::writer(fd)
+/// Wraps the write end of a pipe for async writes (like [`async_pipe_reader`]).
+pub fn async_pipe_writer(fd: OwnedFd) -> std::io::Result<PipeOut> {
+    if crate::io_mode::epoll_free() {
+        return Ok(Box::new(crate::pipe_threads::writer(fd)?));
+    }
+    Ok(Box::new(tokio::net::unix::pipe::Sender::from_owned_fd(fd)?))
 }
 
 /// Stdin bytes a process may have waiting (sent by the host, not yet read by the process)
@@ -44,7 +57,7 @@ pub struct StdinQueue {
 
 impl StdinQueue {
     /// Starts writing to `w` (`None`: a process without stdin, input is dropped).
-    pub fn new(w: Option<crate::pipe_threads::PipeWriter>) -> StdinQueue {
+    pub fn new(w: Option<PipeOut>) -> StdinQueue {
         use std::sync::atomic::Ordering;
         use tokio::io::AsyncWriteExt;
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<bytes::Bytes>();
@@ -103,10 +116,7 @@ impl Drop for StdinQueue {
 }
 
 /// Reads one chunk from a pipe; `Ok(None)` at EOF.
-pub async fn read_chunk(
-    r: &mut crate::pipe_threads::PipeReader,
-    buf: &mut [u8],
-) -> std::io::Result<Option<usize>> {
+pub async fn read_chunk(r: &mut PipeIn, buf: &mut [u8]) -> std::io::Result<Option<usize>> {
     match r.read(buf).await? {
         0 => Ok(None),
         n => Ok(Some(n)),

@@ -53,7 +53,7 @@ struct Client {
 /// Where keystrokes go.
 enum Input {
     Pty(Arc<AsyncMaster>),
-    Pipe(tokio::sync::Mutex<Option<crate::pipe_threads::PipeWriter>>),
+    Pipe(tokio::sync::Mutex<Option<super::PipeOut>>),
 }
 
 struct State {
@@ -291,7 +291,7 @@ pub fn start(
 
 enum Output {
     Pty(Arc<AsyncMaster>),
-    Pipe(crate::pipe_threads::PipeReader),
+    Pipe(super::PipeIn),
 }
 
 /// Reads the session's output into the scrollback and the attached client's queue.

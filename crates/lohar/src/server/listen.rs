@@ -68,8 +68,13 @@ impl Listener {
                     .recv()
                     .await
                     .ok_or_else(|| std::io::Error::other("accept thread ended"))??;
-                // Never registered with epoll either: see `tcp_threads`.
-                Ok(Box::new(crate::tcp_threads::serve(s)?))
+                if crate::io_mode::epoll_free() {
+                    return Ok(Box::new(crate::tcp_threads::serve(s)?));
+                }
+                s.set_nonblocking(true)?;
+                let s = tokio::net::TcpStream::from_std(s)?;
+                let _ = s.set_nodelay(true);
+                Ok(Box::new(s))
             }
             Listener::Unix(l) => {
                 let (s, _) = l.accept().await?;
