@@ -42,3 +42,11 @@ pub enum EngineError {
         source: std::io::Error,
     },
 }
+
+/// An [`EngineError::Io`] for `step` from any error: the engines' common failure.
+pub(crate) fn io(step: impl Into<String>, e: impl std::fmt::Display) -> EngineError {
+    EngineError::Io {
+        step: step.into(),
+        source: std::io::Error::other(e.to_string()),
+    }
+}

@@ -12,6 +12,7 @@ pub mod image;
 pub mod namespace;
 pub mod net;
 pub mod router;
+mod sandbox_dir;
 pub mod spec;
 pub mod vm;
 

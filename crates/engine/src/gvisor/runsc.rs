@@ -15,6 +15,7 @@ use std::process::{Command, Stdio};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::CloneFlags;
 
+use crate::error::io;
 use crate::EngineError;
 
 /// How to invoke runsc.
@@ -30,13 +31,6 @@ pub struct Runsc {
     pub debug_log_dir: Option<PathBuf>,
     /// With `debug_log_dir`: `--strace` for these system calls (`"*"`: all).
     pub debug_strace: Option<String>,
-}
-
-fn io(step: impl Into<String>, e: impl std::fmt::Display) -> EngineError {
-    EngineError::Io {
-        step: step.into(),
-        source: std::io::Error::other(e.to_string()),
-    }
 }
 
 /// The useful part of runsc's output: its first line (runsc appends Go stack traces).

@@ -17,8 +17,10 @@ use super::slots::Slots;
 mod recover;
 use crate::agent::AgentClient;
 use crate::cgroups::{Cgroup, Cgroups, Limits};
+use crate::error::io;
 use crate::image::ImageStore;
 use crate::net::{AttachRequest, NetConfig, Network};
+use crate::sandbox_dir::valid_key;
 use crate::spec::{AgentEndpoint, Capabilities, Created, RunState, SandboxSpec};
 use crate::{Engine, EngineError};
 
@@ -88,13 +90,6 @@ pub struct NamespaceEngine {
     own_net: bool,
     slots: Slots,
     sandboxes: Mutex<HashMap<String, Arc<Running>>>,
-}
-
-fn io(step: impl Into<String>, e: impl std::fmt::Display) -> EngineError {
-    EngineError::Io {
-        step: step.into(),
-        source: std::io::Error::other(e.to_string()),
-    }
 }
 
 fn unavailable(reason: impl Into<String>) -> EngineError {
@@ -311,14 +306,6 @@ fn remove_tree(p: &Path) -> std::io::Result<()> {
     }
 }
 
-/// Engine ids name directories, cgroups and veths: lowercase hex only.
-fn valid_key(id: &str) -> bool {
-    (8..=32).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-}
-
 /// Alive and not a zombie.
 fn pid_alive(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -332,7 +319,6 @@ fn pid_alive(pid: i32) -> bool {
         .unwrap_or(false)
 }
 
-const STATE_FILE: &str = "state.json";
 /// Present in the directory of a stopped sandbox.
 const STOPPED_MARKER: &str = "stopped";
 

@@ -8,23 +8,17 @@ use crate::cgroups::Limits;
 use crate::spec::{Created, SandboxSpec};
 use crate::EngineError;
 
-use super::{io, pid_alive, remove_tree, NamespaceEngine, Running, SandboxMeta, STATE_FILE};
+use super::{io, pid_alive, remove_tree, NamespaceEngine, Running, SandboxMeta};
 
 impl NamespaceEngine {
     /// Writes the engine's view of a sandbox next to its filesystem.
     pub(super) fn save_state(&self, engine_id: &str, meta: &SandboxMeta) -> std::io::Result<()> {
-        let dir = self.dir(engine_id);
-        let tmp = dir.join(format!("{STATE_FILE}.tmp"));
-        std::fs::write(
-            &tmp,
-            serde_json::to_vec_pretty(meta).map_err(std::io::Error::other)?,
-        )?;
-        std::fs::rename(tmp, dir.join(STATE_FILE))
+        crate::sandbox_dir::save_state(&self.dir(engine_id), meta)
     }
 
+    /// The engine's view of a sandbox, if its directory has one.
     pub(super) fn load_state(&self, engine_id: &str) -> Option<SandboxMeta> {
-        let bytes = std::fs::read(self.dir(engine_id).join(STATE_FILE)).ok()?;
-        serde_json::from_slice(&bytes).ok()
+        crate::sandbox_dir::load_state(&self.dir(engine_id))
     }
 
     /// See [`crate::Engine::recover`].

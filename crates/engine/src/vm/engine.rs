@@ -14,10 +14,12 @@ use super::vmm::{probe_kvm, Accel, Qemu, VmLaunch, Vmm};
 use super::{disk, initramfs};
 use crate::agent::AgentClient;
 use crate::cgroups::{Cgroup, Cgroups, Limits};
+use crate::error::io;
 use crate::idle_meter::IdleMeter;
 use crate::image::ImageStore;
 use crate::namespace::{CONTROL_PORT, FORWARD_PORT};
 use crate::net::{NetConfig, Network};
+use crate::sandbox_dir::valid_key;
 use crate::spec::{AgentEndpoint, Capabilities, Created, RunState, SandboxSpec};
 use crate::{Engine, EngineError};
 
@@ -216,13 +218,6 @@ pub struct VmEngine {
 const IDLE_ALLOWANCE_TCG: f64 = 0.05;
 const IDLE_ALLOWANCE_KVM: f64 = 0.01;
 
-pub(crate) fn io(step: impl Into<String>, e: impl std::fmt::Display) -> EngineError {
-    EngineError::Io {
-        step: step.into(),
-        source: std::io::Error::other(e.to_string()),
-    }
-}
-
 fn unavailable(reason: impl Into<String>) -> EngineError {
     EngineError::Unavailable {
         engine: "vm".into(),
@@ -238,14 +233,6 @@ const SNAPSHOT: &str = "memory.snap";
 const COLD_MARKER: &str = "cold";
 /// Present while the VM is stopped (no QEMU, filesystem kept).
 const STOPPED_MARKER: &str = "stopped";
-
-/// Engine ids name directories, cgroups and TAPs: lowercase hex only.
-fn valid_key(id: &str) -> bool {
-    (8..=32).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-}
 
 /// A locally administered MAC derived from the engine id (stable across wakes).
 pub fn mac_for(id: &str) -> String {
