@@ -31,10 +31,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::agent::AgentClient;
 use crate::cgroups::{Cgroup, Cgroups, Limits};
+use crate::error::io;
 use crate::idle_meter::IdleMeter;
 use crate::image::ImageStore;
 use crate::namespace::{CONTROL_PORT, FORWARD_PORT};
 use crate::net::{AttachRequest, NetConfig, Network};
+use crate::sandbox_dir::valid_key;
 use crate::spec::{AgentEndpoint, Capabilities, Created, RunState, SandboxSpec};
 use crate::{Engine, EngineError};
 
@@ -114,7 +116,6 @@ impl Sb {
     }
 }
 
-const STATE_FILE: &str = "state.json";
 /// Share of one CPU an idle sandbox's sentry and gofer use anyway (ptrace platform: ~1 %
 /// measured here); only CPU beyond it counts as the sandbox being busy, so that idle gvisor
 /// sandboxes cool with the default `thermal.busy_cpu_percent`.
@@ -136,26 +137,11 @@ pub struct GvisorEngine {
     sandboxes: Mutex<HashMap<String, Arc<Sb>>>,
 }
 
-fn io(step: impl Into<String>, e: impl std::fmt::Display) -> EngineError {
-    EngineError::Io {
-        step: step.into(),
-        source: std::io::Error::other(e.to_string()),
-    }
-}
-
 fn unavailable(reason: impl Into<String>) -> EngineError {
     EngineError::Unavailable {
         engine: "gvisor".into(),
         reason: reason.into(),
     }
-}
-
-/// Engine ids name directories, cgroups, veths and runsc containers: lowercase hex only.
-fn valid_key(id: &str) -> bool {
-    (8..=32).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// The netns to run runsc in, if it still exists (a half-created sandbox may have none).
@@ -295,17 +281,11 @@ impl GvisorEngine {
     }
 
     fn save_state(&self, id: &str, meta: &GvisorMeta) -> std::io::Result<()> {
-        let dir = self.dir(id);
-        let tmp = dir.join(format!("{STATE_FILE}.tmp"));
-        std::fs::write(
-            &tmp,
-            serde_json::to_vec_pretty(meta).map_err(std::io::Error::other)?,
-        )?;
-        std::fs::rename(tmp, dir.join(STATE_FILE))
+        crate::sandbox_dir::save_state(&self.dir(id), meta)
     }
 
     fn load_state(&self, id: &str) -> Option<GvisorMeta> {
-        serde_json::from_slice(&std::fs::read(self.dir(id).join(STATE_FILE)).ok()?).ok()
+        crate::sandbox_dir::load_state(&self.dir(id))
     }
 
     /// Attaches (or re-attaches, with the same IP) the sandbox's veth in its netns. runsc takes
@@ -359,6 +339,19 @@ impl GvisorEngine {
             .await
     }
 
+    /// `runsc <args>` about sandbox `id` on a blocking thread: inside its network namespace
+    /// while it has one (runsc reaches a sandbox through a socket in it), output in its
+    /// `runsc.log`.
+    async fn runsc_in(&self, id: &str, args: &[&str]) -> Result<(), EngineError> {
+        let (r, d) = (self.runsc.clone(), self.dir(id));
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            r.run(&args, netns_opt(&d.join("netns")), &d.join("runsc.log"))
+        })
+        .await
+    }
+
     async fn launch_with(
         &self,
         id: &str,
@@ -370,16 +363,7 @@ impl GvisorEngine {
     ) -> Result<(), EngineError> {
         let d = self.dir(id);
         // A stale container of this id (crashed, or stopped by a checkpoint) blocks the new one.
-        let (r, idc, log) = (self.runsc.clone(), id.to_string(), d.join("runsc.log"));
-        blocking(move || {
-            let _ = r.run(
-                &["delete", "-force", &idc],
-                netns_opt(&log.with_file_name("netns")),
-                &log,
-            );
-            Ok(())
-        })
-        .await?;
+        let _ = self.runsc_in(id, &["delete", "-force", id]).await;
         if reattach {
             self.attach(id, meta.subnet_index, Some(meta.ip)).await?;
         }
@@ -517,17 +501,9 @@ impl GvisorEngine {
     /// Removes everything of a sandbox; each step runs even if an earlier one failed.
     async fn teardown(&self, id: &str, subnet_index: Option<u32>) -> Result<(), EngineError> {
         let d = self.dir(id);
-        let (r, idc, log) = (self.runsc.clone(), id.to_string(), d.join("runsc.log"));
-        let _ = blocking(move || {
-            let _ = std::fs::create_dir_all(log.parent().unwrap_or(Path::new("/")));
-            let _ = r.run(
-                &["delete", "-force", &idc],
-                netns_opt(&log.with_file_name("netns")),
-                &log,
-            );
-            Ok(())
-        })
-        .await;
+        // runsc's log goes there: without the directory runsc would not even be started.
+        let _ = std::fs::create_dir_all(&d);
+        let _ = self.runsc_in(id, &["delete", "-force", id]).await;
         let mut first_err = None;
         if let Some(cg) = self.cgroups.open(id) {
             if let Ok(Err(e)) = tokio::task::spawn_blocking(move || cg.destroy()).await {
@@ -566,26 +542,18 @@ impl GvisorEngine {
     /// the sandbox down.
     async fn checkpoint(&self, id: &str) -> Result<(), EngineError> {
         let d = self.dir(id);
-        let (r, idc) = (self.runsc.clone(), id.to_string());
-        let (ckpt, log) = (d.join("checkpoint"), d.join("runsc.log"));
+        let ckpt = d.join("checkpoint");
+        let dir = ckpt.clone();
         blocking(move || {
-            let _ = std::fs::remove_dir_all(&ckpt);
-            std::fs::create_dir_all(&ckpt).map_err(|e| io("create checkpoint dir", e))?;
-            let c = ckpt.to_string_lossy().into_owned();
-            r.run(
-                &["checkpoint", "-image-path", &c, &idc],
-                netns_opt(&log.with_file_name("netns")),
-                &log,
-            )?;
-            // The container is stopped now; its id must be free for the restore.
-            let _ = r.run(
-                &["delete", "-force", &idc],
-                netns_opt(&log.with_file_name("netns")),
-                &log,
-            );
-            Ok(())
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).map_err(|e| io("create checkpoint dir", e))
         })
         .await?;
+        let c = ckpt.to_string_lossy().into_owned();
+        self.runsc_in(id, &["checkpoint", "-image-path", &c, id])
+            .await?;
+        // The container is stopped now; its id must be free for the restore.
+        let _ = self.runsc_in(id, &["delete", "-force", id]).await;
         std::fs::write(d.join(COLD_MARKER), b"").map_err(|e| io("mark cold", e))
     }
 
@@ -627,8 +595,10 @@ impl GvisorEngine {
                 "the checkpoint is missing (bhatti stop/start boots it again)",
             ));
         }
-        // runsc 2022 sometimes restores a sandbox whose lohar then never answers (a stale epoll
-        // event after restore, see Cargo.toml); the image is still on disk, so restore again.
+        // If lohar does not answer soon, restore once more from the image still on disk. (The
+        // known cause of dead restores, lohar crashing on a stale epoll event, is avoided in
+        // lohar itself and made every restore of that image fail the same way; this retry only
+        // covers a restore that fails for a passing reason.)
         let first = self
             .launch_with(id, &sb.meta, &sb.token, true, true, RESTORE_READY)
             .await;
@@ -866,19 +836,7 @@ impl Engine for GvisorEngine {
             Phase::Stopped => return Err(io("pause", "sandbox is stopped")),
             Phase::Running => {}
         }
-        let (r, id, log) = (
-            self.runsc.clone(),
-            engine_id.to_string(),
-            self.dir(engine_id).join("runsc.log"),
-        );
-        blocking(move || {
-            r.run(
-                &["pause", &id],
-                netns_opt(&log.with_file_name("netns")),
-                &log,
-            )
-        })
-        .await?;
+        self.runsc_in(engine_id, &["pause", engine_id]).await?;
         sb.set(Phase::Paused);
         Ok(())
     }
@@ -893,19 +851,7 @@ impl Engine for GvisorEngine {
             Phase::Stopped => Err(io("resume", "sandbox is stopped")),
             Phase::Cold => self.wake_cold(&sb).await,
             Phase::Paused => {
-                let (r, id, log) = (
-                    self.runsc.clone(),
-                    engine_id.to_string(),
-                    self.dir(engine_id).join("runsc.log"),
-                );
-                blocking(move || {
-                    r.run(
-                        &["resume", &id],
-                        netns_opt(&log.with_file_name("netns")),
-                        &log,
-                    )
-                })
-                .await?;
+                self.runsc_in(engine_id, &["resume", engine_id]).await?;
                 sb.set(Phase::Running);
                 Ok(())
             }
@@ -952,13 +898,8 @@ impl Engine for GvisorEngine {
         let _g = sb.gate.lock().await;
         if sb.phase() == Phase::Running {
             // Checkpoint from paused, as the thermal path does: nothing runs while it saves.
-            let (r, id, log) = (
-                self.runsc.clone(),
-                engine_id.to_string(),
-                self.dir(engine_id).join("runsc.log"),
-            );
-            let ns = self.dir(engine_id).join("netns");
-            if blocking(move || r.run(&["pause", &id], Some(&ns), &log))
+            if self
+                .runsc_in(engine_id, &["pause", engine_id])
                 .await
                 .is_ok()
             {
@@ -973,19 +914,9 @@ impl Engine for GvisorEngine {
                 let d = self.dir(engine_id);
                 let _ = std::fs::remove_dir_all(d.join("checkpoint"));
                 let _ = std::fs::remove_file(d.join(COLD_MARKER));
-                let (r, id, log) = (
-                    self.runsc.clone(),
-                    engine_id.to_string(),
-                    d.join("runsc.log"),
-                );
-                let _ = blocking(move || {
-                    r.run(
-                        &["delete", "-force", &id],
-                        netns_opt(&log.with_file_name("netns")),
-                        &log,
-                    )
-                })
-                .await;
+                let _ = self
+                    .runsc_in(engine_id, &["delete", "-force", engine_id])
+                    .await;
             }
         }
         let _ = std::fs::write(self.dir(engine_id).join(STOPPED_MARKER), b"");
