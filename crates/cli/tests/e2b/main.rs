@@ -189,18 +189,7 @@ fn another_user_reaches_nothing() {
         return;
     };
     let d = daemon();
-    let data = d.data_dir();
-    let key = d.ok(&[
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--json",
-        "user",
-        "create",
-        "--name",
-        "mallory",
-    ]);
-    let key: serde_json::Value = serde_json::from_str(&key).unwrap();
-    let mallory = key["api_key"].as_str().unwrap().to_string();
+    let mallory = d.create_user("mallory");
     let script = r#"
 import http.client, json, os, urllib.parse
 from e2b import Sandbox
@@ -276,6 +265,7 @@ finally:
         .unwrap();
     check(&d, "cross-user checks", out);
     // The refused credentials are auth.failed events, as on bhatti's own API, without them.
+    let data = d.data_dir();
     let events = d.ok(&[
         "--data-dir",
         data.to_str().unwrap(),

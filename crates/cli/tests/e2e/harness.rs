@@ -343,6 +343,22 @@ impl Daemon {
         v
     }
 
+    /// Creates another user with `bhatti user create` on the daemon's database; its API key.
+    pub fn create_user(&self, name: &str) -> String {
+        let data = self.data_dir();
+        let out = self.ok(&[
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--json",
+            "user",
+            "create",
+            "--name",
+            name,
+        ]);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        v["api_key"].as_str().unwrap().to_string()
+    }
+
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
     }
@@ -533,5 +549,57 @@ impl Drop for Daemon {
             self.cgroup_parent,
             self.cgroup_parent_exists()
         );
+    }
+}
+
+/// A private tmux server (a real terminal for `bhatti shell`), killed when dropped.
+pub struct Tmux {
+    socket: String,
+    /// How long [`Tmux::wait_for`] waits.
+    wait: Duration,
+}
+
+impl Tmux {
+    /// A tmux server on its own socket `socket`; `wait_for` gives up after `wait`.
+    pub fn new(socket: String, wait: Duration) -> Tmux {
+        Tmux { socket, wait }
+    }
+
+    /// `tmux <args>` on this server; its stdout.
+    pub fn run(&self, args: &[&str]) -> String {
+        let o = Command::new("tmux")
+            .arg("-L")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .expect("tmux");
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// The pane's screen and scrollback (200 lines).
+    pub fn capture(&self, target: &str) -> String {
+        self.run(&["capture-pane", "-p", "-J", "-S", "-200", "-t", target])
+    }
+
+    /// Waits until the pane shows `want`; the screen then.
+    pub fn wait_for(&self, target: &str, want: &str) -> String {
+        let deadline = Instant::now() + self.wait;
+        loop {
+            let s = self.capture(target);
+            if s.contains(want) {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{want:?} never appeared in:\n{s}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        self.run(&["kill-server"]);
     }
 }

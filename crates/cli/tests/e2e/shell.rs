@@ -3,49 +3,8 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::harness::{Daemon, BHATTI};
+use crate::harness::{Daemon, Tmux, BHATTI};
 use crate::require_e2e;
-
-struct Tmux {
-    socket: String,
-}
-
-impl Tmux {
-    fn run(&self, args: &[&str]) -> String {
-        let o = Command::new("tmux")
-            .arg("-L")
-            .arg(&self.socket)
-            .args(args)
-            .output()
-            .expect("tmux");
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    }
-
-    fn capture(&self, target: &str) -> String {
-        self.run(&["capture-pane", "-p", "-J", "-S", "-200", "-t", target])
-    }
-
-    fn wait_for(&self, target: &str, want: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let s = self.capture(target);
-            if s.contains(want) {
-                return s;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{want:?} never appeared in:\n{s}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        self.run(&["kill-server"]);
-    }
-}
 
 #[test]
 fn shell_detach_reattach_resize_in_tmux() {
@@ -68,9 +27,10 @@ fn shell_detach_reattach_resize_in_tmux() {
             bin = BHATTI,
         )
     };
-    let t = Tmux {
-        socket: format!("bhatti-e2e-{}", std::process::id()),
-    };
+    let t = Tmux::new(
+        format!("bhatti-e2e-{}", std::process::id()),
+        Duration::from_secs(20),
+    );
     t.run(&[
         "new-session",
         "-d",

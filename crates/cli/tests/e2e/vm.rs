@@ -7,65 +7,29 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::harness::{Daemon, BHATTI};
+use crate::harness::{Daemon, Tmux, BHATTI};
 use crate::require_e2e;
 
-/// `bhatti shell` in a tmux pane (a real terminal).
-struct Tmux(String);
-
-impl Tmux {
-    fn run(&self, args: &[&str]) -> String {
-        let o = std::process::Command::new("tmux")
-            .arg("-L")
-            .arg(&self.0)
-            .args(args)
-            .output()
-            .expect("tmux");
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    }
-
-    fn wait_for(&self, target: &str, want: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let s = self.run(&["capture-pane", "-p", "-J", "-S", "-200", "-t", target]);
-            if s.contains(want) {
-                return s;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{want:?} never appeared in:\n{s}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// A new pane running `bhatti shell dev` against `d`.
-    fn shell(&self, d: &Daemon, pane: &str) {
-        let cmd = format!(
-            "env BHATTI_URL={url} BHATTI_TOKEN={tok} HOME=/nonexistent nsenter --net=/proc/{pid}/ns/net {bin} shell dev; echo BHATTI-EXIT-$?; sleep 600",
-            url = d.url(),
-            tok = d.token,
-            pid = d.netns_pid(),
-            bin = BHATTI,
-        );
-        self.run(&[
-            "new-session",
-            "-d",
-            "-s",
-            pane,
-            "-x",
-            "100",
-            "-y",
-            "30",
-            &cmd,
-        ]);
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        self.run(&["kill-server"]);
-    }
+/// A new pane of `tmux` running `bhatti shell dev` against `d`.
+fn shell_pane(tmux: &Tmux, d: &Daemon, pane: &str) {
+    let cmd = format!(
+        "env BHATTI_URL={url} BHATTI_TOKEN={tok} HOME=/nonexistent nsenter --net=/proc/{pid}/ns/net {bin} shell dev; echo BHATTI-EXIT-$?; sleep 600",
+        url = d.url(),
+        tok = d.token,
+        pid = d.netns_pid(),
+        bin = BHATTI,
+    );
+    tmux.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        pane,
+        "-x",
+        "100",
+        "-y",
+        "30",
+        &cmd,
+    ]);
 }
 
 /// `BHATTI_VM_KERNEL`, else one scripts/vm-kernel unpacked before the tests (no downloads here).
@@ -218,8 +182,11 @@ fn vm_sandbox_create_exec_files_cold_wake_and_daemon_restart() {
     );
 
     // A shell session: type, detach with Ctrl+\\ (it keeps running, unattached).
-    let tmux = Tmux(format!("bhatti-e2e-vm-{}", std::process::id()));
-    tmux.shell(&d, "a");
+    let tmux = Tmux::new(
+        format!("bhatti-e2e-vm-{}", std::process::id()),
+        Duration::from_secs(30),
+    );
+    shell_pane(&tmux, &d, "a");
     tmux.run(&["send-keys", "-t", "a", "echo hello-$((40+2))", "Enter"]);
     tmux.wait_for("a", "hello-42");
     tmux.run(&["send-keys", "-t", "a", "C-\\"]);
@@ -253,7 +220,7 @@ fn vm_sandbox_create_exec_files_cold_wake_and_daemon_restart() {
     assert_counting(&d, "after cold wake");
     // The detached shell survived the cold snapshot: reattaching replays its scrollback and
     // the same shell answers.
-    tmux.shell(&d, "b");
+    shell_pane(&tmux, &d, "b");
     tmux.wait_for("b", "hello-42");
     tmux.run(&["send-keys", "-t", "b", "echo again-$((1+1))", "Enter"]);
     tmux.wait_for("b", "again-2");

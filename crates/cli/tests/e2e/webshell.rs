@@ -171,18 +171,7 @@ fn share_page_auth_cap_and_revoke() {
     assert!(client(&d, &["shell", &ws, &t2]).contains("OK"));
 
     // Another user can neither share nor revoke this sandbox.
-    let data = d.data_dir();
-    let key = d.ok(&[
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--json",
-        "user",
-        "create",
-        "--name",
-        "mallory",
-    ]);
-    let key: serde_json::Value = serde_json::from_str(&key).unwrap();
-    let key = key["api_key"].as_str().unwrap().to_string();
+    let key = d.create_user("mallory");
     for method in ["POST", "DELETE"] {
         let o = d.in_netns(
             "curl",
