@@ -114,28 +114,16 @@ pub fn record_failure(
 
 /// Sends `req` (rewritten to `path_and_query`, Host `localhost:<port>`) over `tunnel` and answers
 /// with the sandbox's response, streamed. `drop_headers` are removed from the request first
-/// (e.g. the bhatti API key).
+/// (e.g. the bhatti API key). `busy` is held until the response body ends or an upgraded
+/// connection closes, so a sandbox serving a long stream or a WebSocket stays hot meanwhile.
 pub async fn forward(
-    tunnel: BoxedStream,
-    port: u16,
-    req: Request,
-    path_and_query: &str,
-    fwd: Forwarded,
-    drop_headers: &[HeaderName],
-) -> Response {
-    forward_held(tunnel, port, req, path_and_query, fwd, drop_headers, None).await
-}
-
-/// [`forward`], holding `busy` until the response body ends or an upgraded connection closes,
-/// so a sandbox serving a long stream or a WebSocket stays hot meanwhile.
-pub async fn forward_held(
     tunnel: BoxedStream,
     port: u16,
     mut req: Request,
     path_and_query: &str,
     fwd: Forwarded,
     drop_headers: &[HeaderName],
-    busy: Option<crate::thermal::Busy>,
+    busy: crate::thermal::Busy,
 ) -> Response {
     let upgrade = upgrade_of(req.headers());
     let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));

@@ -312,10 +312,13 @@ impl Public {
                 );
             }
         };
-        if let Err(e) = crate::thermal::ensure_hot(&self.st, &row).await {
-            tracing::warn!(sandbox = %row.id, error = %e, "public proxy: wake failed");
-            return error(StatusCode::BAD_GATEWAY, "sandbox unavailable");
-        }
+        let busy = match crate::thermal::ensure_hot(&self.st, &row).await {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(sandbox = %row.id, error = %e, "public proxy: wake failed");
+                return error(StatusCode::BAD_GATEWAY, "sandbox unavailable");
+            }
+        };
         let agent = match self.st.engine.agent(&row.engine_id).await {
             Ok(ep) => bhatti_engine::agent::AgentClient::new(ep),
             Err(_) => return error(StatusCode::BAD_GATEWAY, "sandbox unavailable"),
@@ -330,13 +333,12 @@ impl Public {
         let req = req.map(|b| Body::new(http_body_util::Limited::new(b, cap)));
         let port = rule.port;
         let target = target.to_string();
-        let busy = crate::thermal::busy(&self.st, &row.id);
         let work = async move {
             let tunnel = match agent.forward(port).await {
                 Ok(t) => t,
                 Err(e) => return proxy::bad_gateway(e),
             };
-            proxy::forward_held(tunnel, port, req, &target, fwd, &[], Some(busy)).await
+            proxy::forward(tunnel, port, req, &target, fwd, &[], busy).await
         };
         // The deadline covers reaching the sandbox and its response head; a streamed body
         // (SSE, downloads) and upgraded connections then live on their own.

@@ -13,8 +13,10 @@
 //! background job keeps it hot). `keep_hot` sandboxes never cool.
 //!
 //! Every operation that needs the sandbox calls [`ensure_hot`] (through
-//! `service::sandboxes::agent`); concurrent wakes of one sandbox coalesce behind a per-sandbox
-//! async mutex, and a wake is bounded by `thermal.wake_timeout_ms`.
+//! `service::sandboxes::agent`) and holds the [`Busy`] it returns until the operation ends, so a
+//! sandbox is never frozen under a request in flight; concurrent wakes of one sandbox coalesce
+//! behind a per-sandbox async mutex (which pausing and snapshotting hold too), and a wake is
+//! bounded by `thermal.wake_timeout_ms`.
 //!
 //! State lives in memory; the engine (a frozen cgroup) is the persisted truth. After a daemon
 //! restart a sandbox first seen frozen is taken as warm, so re-adopted warm sandboxes stay warm
@@ -175,8 +177,8 @@ impl Drop for Busy {
     }
 }
 
-/// See [`Busy`].
-pub fn busy(st: &AppState, sandbox_id: &str) -> Busy {
+/// See [`Busy`]; taken through [`ensure_hot`].
+fn busy(st: &AppState, sandbox_id: &str) -> Busy {
     let e = st.thermal.entry(sandbox_id);
     e.inflight.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     Busy(e)
@@ -190,23 +192,22 @@ fn lock(e: &Entry) -> std::sync::MutexGuard<'_, Inner> {
     e.inner.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Makes sure a running sandbox is hot before an operation uses it, and counts the operation
-/// as activity. Concurrent callers share one wake; a failed or slow wake is an error.
-pub async fn ensure_hot(st: &AppState, row: &SandboxRow) -> Result<(), ServiceError> {
-    let entry = st.thermal.entry(&row.id);
-    {
-        let mut i = lock(&entry);
-        i.last_active = Instant::now();
-        if i.temp == Temp::Hot {
-            return Ok(());
-        }
-    }
+/// Makes sure a running sandbox is hot before an operation uses it, and holds it hot until
+/// the returned [`Busy`] is dropped: callers keep it for the whole operation (a slow file write
+/// into a TCG VM outlasts the idle period, and freezing the guest mid-request stalls its TCP).
+/// Concurrent callers share one wake; a failed or slow wake is an error.
+pub async fn ensure_hot(st: &AppState, row: &SandboxRow) -> Result<Busy, ServiceError> {
+    // Counted first, then the gate: a pause that has not checked yet sees the operation and
+    // backs off; one already under way holds the gate, so this waits and wakes it again.
+    let busy = busy(st, &row.id);
+    let entry = busy.0.clone();
+    lock(&entry).last_active = Instant::now();
     let timeout = Duration::from_millis(st.config.thermal.wake_timeout_ms);
     let woke = tokio::time::timeout(timeout, async {
         let _g = entry.gate.lock().await;
         let from = lock(&entry).temp;
         if from == Temp::Hot {
-            // Another request woke it while we waited.
+            // Hot already, or another request woke it while this one waited.
             return Ok(None);
         }
         st.engine.resume(&row.engine_id).await?;
@@ -228,9 +229,9 @@ pub async fn ensure_hot(st: &AppState, row: &SandboxRow) -> Result<(), ServiceEr
                 &row.id,
                 json!({"name": row.name, "from": from.as_str()}),
             ));
-            Ok(())
+            Ok(busy)
         }
-        Ok(Ok(None)) => Ok(()),
+        Ok(Ok(None)) => Ok(busy),
         Ok(Err(e)) => Err(ServiceError::WakeFailed(format!(
             "sandbox {:?} could not be woken: {e}",
             row.name

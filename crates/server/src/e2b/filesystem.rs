@@ -155,7 +155,7 @@ async fn fs_op(
     dest: Option<String>,
     depth: Option<u32>,
 ) -> Result<bhatti_proto::msg::FsResponse, RpcError> {
-    let agent = sbx.agent(st).await?;
+    let (agent, _busy) = sbx.agent(st).await?;
     agent
         .fs(&FsRequest {
             op,
@@ -313,7 +313,7 @@ async fn create_watcher(
     if sbx.meta.watchers.len() >= MAX_WATCHERS {
         return Err(full());
     }
-    let agent = sbx.agent(st).await?;
+    let (agent, _busy) = sbx.agent(st).await?;
     let mut ws = agent
         .watch(&WatchRequest { path, recursive })
         .await
@@ -364,7 +364,7 @@ async fn watch_stream(
             format!("at most {MAX_WATCHERS} watchers per sandbox: end one first"),
         )
     })?;
-    let agent = sbx.agent(st).await?;
+    let (agent, _busy) = sbx.agent(st).await?;
     let mut ws = agent
         .watch(&WatchRequest { path, recursive })
         .await
@@ -463,7 +463,7 @@ pub(super) async fn download(
             &sbx.meta.tpl.home,
             q.get("path").map(String::as_str).unwrap_or(""),
         );
-        let agent = sbx.agent(&st).await.map_err(api_of_rpc)?;
+        let (agent, busy) = sbx.agent(&st).await.map_err(api_of_rpc)?;
         let reader = agent
             .read_file(&bhatti_proto::msg::FileReadRequest {
                 path: path.clone(),
@@ -474,6 +474,7 @@ pub(super) async fn download(
         let size = reader.header.size;
         let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(8);
         tokio::spawn(async move {
+            let _busy = busy;
             let mut reader = reader;
             loop {
                 match reader.next_chunk().await {
@@ -644,7 +645,7 @@ pub(super) async fn upload(
             let p = qpath.ok_or_else(|| ApiErr(StatusCode::BAD_REQUEST, "path required".into()))?;
             vec![(resolve(&home, &p), body.clone())]
         };
-        let agent = sbx.agent(&st).await.map_err(api_of_rpc)?;
+        let (agent, _busy) = sbx.agent(&st).await.map_err(api_of_rpc)?;
         let mut out = Vec::new();
         for (path, _) in &files {
             if path.ends_with('/') || *path == home {

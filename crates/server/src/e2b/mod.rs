@@ -552,13 +552,13 @@ mod subtle_eq {
 }
 
 impl Sbx {
-    /// A client of the sandbox's agent (wakes it; an E2B pause ends here, as E2B auto-resumes
-    /// on use).
+    /// A client of the sandbox's agent and the hold that keeps it hot while used (wakes it; an
+    /// E2B pause ends here, as E2B auto-resumes on use).
     pub async fn agent(
         &self,
         st: &E2bState,
-    ) -> Result<bhatti_engine::agent::AgentClient, connect::RpcError> {
-        let (_, a) = crate::service::sandboxes::agent(&st.app, &self.user, &self.row.id)
+    ) -> Result<(bhatti_engine::agent::AgentClient, crate::thermal::Busy), connect::RpcError> {
+        let (_, a, busy) = crate::service::sandboxes::agent(&st.app, &self.user, &self.row.id)
             .await
             .map_err(rpc_of_service)?;
         if self
@@ -568,7 +568,7 @@ impl Sbx {
         {
             st.save().await;
         }
-        Ok(a)
+        Ok((a, busy))
     }
 }
 
@@ -740,7 +740,7 @@ async fn proxy_port(st: &E2bState, target: Target, req: Request) -> Response {
             .into_response();
         }
     }
-    let tunnel = match crate::service::proxy::tunnel(
+    let (tunnel, busy) = match crate::service::proxy::tunnel(
         &st.app,
         &user,
         &target.sandbox_id,
@@ -780,7 +780,7 @@ async fn proxy_port(st: &E2bState, target: Target, req: Request) -> Response {
         axum::http::HeaderName::from_static("e2b-sandbox-port"),
         axum::http::HeaderName::from_static("e2b-traffic-access-token"),
     ];
-    crate::proxy::forward(tunnel, target.port, req, &pq, fwd, &drop).await
+    crate::proxy::forward(tunnel, target.port, req, &pq, fwd, &drop, busy).await
 }
 
 /// Whether a request presented any credential (API key, access token, URL signature).

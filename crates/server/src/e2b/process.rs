@@ -336,7 +336,7 @@ async fn start(
             ))
         }
     };
-    let agent = sbx.agent(st).await?;
+    let (agent, busy) = sbx.agent(st).await?;
 
     let mut env = sbx.meta.envs.clone();
     let home = if root {
@@ -389,7 +389,6 @@ async fn start(
     if !keep_stdin && pty.is_none() {
         let _ = in_tx.try_send(Input::CloseStdin);
     }
-    let busy = crate::thermal::busy(&st.app, &sbx.row.id);
     let meta = sbx.meta.clone();
     let stream_name = if pty.is_some() { "pty" } else { "stdout" };
     // The process's lifetime is the Start call's Connect-Timeout-Ms.

@@ -54,30 +54,35 @@ fn download(dl: FileDownload) -> Response {
         size,
         line_mode,
         reader,
+        busy,
     } = dl;
     // A whole-file answer never exceeds the announced length, even if the file grows meanwhile.
     let cap = (!line_mode).then_some(size);
-    let body = futures_util::stream::unfold((reader, cap), |(mut r, left)| async move {
-        if left == Some(0) {
-            return None;
-        }
-        match r.next_chunk().await {
-            Ok(Some(mut c)) => {
-                let left = left.map(|l| {
-                    if (c.len() as u64) > l {
-                        c.truncate(l as usize);
-                    }
-                    l - c.len() as u64
-                });
-                Some((Ok::<Bytes, std::io::Error>(c), (r, left)))
+    let body =
+        futures_util::stream::unfold((reader, cap, busy), |(mut r, left, busy)| async move {
+            if left == Some(0) {
+                return None;
             }
-            Ok(None) => None,
-            Err(e) => {
-                tracing::warn!(error = %e, "file read failed mid-stream");
-                Some((Err(std::io::Error::other(e.to_string())), (r, Some(0))))
+            match r.next_chunk().await {
+                Ok(Some(mut c)) => {
+                    let left = left.map(|l| {
+                        if (c.len() as u64) > l {
+                            c.truncate(l as usize);
+                        }
+                        l - c.len() as u64
+                    });
+                    Some((Ok::<Bytes, std::io::Error>(c), (r, left, busy)))
+                }
+                Ok(None) => None,
+                Err(e) => {
+                    tracing::warn!(error = %e, "file read failed mid-stream");
+                    Some((
+                        Err(std::io::Error::other(e.to_string())),
+                        (r, Some(0), busy),
+                    ))
+                }
             }
-        }
-    });
+        });
     let mut resp = Body::from_stream(body).into_response();
     let h = resp.headers_mut();
     h.insert(

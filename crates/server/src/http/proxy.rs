@@ -53,7 +53,7 @@ pub async fn proxy(State(st): State<AppState>, AuthUser(user): AuthUser, req: Re
         Ok(p) => p,
         Err(e) => return ApiError::from(e).into_response(),
     };
-    let (row, tunnel) = match svc::sandbox_tunnel(&st, &user, &id, port).await {
+    let (row, tunnel, busy) = match svc::sandbox_tunnel(&st, &user, &id, port).await {
         Ok(t) => t,
         Err(e) => return ApiError::from(e).into_response(),
     };
@@ -73,15 +73,14 @@ pub async fn proxy(State(st): State<AppState>, AuthUser(user): AuthUser, req: Re
         proto: "http",
         host: req.headers().get(header::HOST).cloned(),
     };
-    let busy = crate::thermal::busy(&st, &row.id);
-    let resp = proxy::forward_held(
+    let resp = proxy::forward(
         tunnel,
         port,
         req,
         &target,
         fwd,
         &[header::AUTHORIZATION],
-        Some(busy),
+        busy,
     )
     .await;
     proxy::record_failure(&st, &row, port, None, &resp);

@@ -53,9 +53,10 @@ pub async fn shell_ws(
     Ws(ws): Ws,
 ) -> Result<Response, ApiError> {
     // One lookup gives both the agent and the sandbox id the session event names.
-    let (row, agent) = crate::service::sandboxes::agent(&st, &user, &id).await?;
+    let (row, agent, busy) = crate::service::sandboxes::agent(&st, &user, &id).await?;
     let sandbox = row.id;
     Ok(ws.on_upgrade(move |socket| async move {
+        let _busy = busy;
         let started = std::time::Instant::now();
         if let Some((session_id, reattach)) = relay(socket, agent, q).await {
             st.record(crate::store::events::NewEvent::new(
@@ -237,8 +238,11 @@ pub async fn piped_ws(
     Query(q): Query<PipedQuery>,
     Ws(ws): Ws,
 ) -> Result<Response, ApiError> {
-    let agent = svc::prepare(&st, &user, &id).await?;
-    Ok(ws.on_upgrade(move |socket| piped_relay(socket, agent, q)))
+    let (agent, busy) = svc::prepare(&st, &user, &id).await?;
+    Ok(ws.on_upgrade(move |socket| async move {
+        let _busy = busy;
+        piped_relay(socket, agent, q).await
+    }))
 }
 
 fn json_text(v: serde_json::Value) -> Message {

@@ -161,7 +161,7 @@ async fn serve(st: AppState, sandbox_id: String, ip: String, mut ws: WebSocket) 
     if !send(&mut ws, json_msg(hello)).await {
         return;
     }
-    let agent = match open_agent(&st, &row).await {
+    let (agent, _busy) = match open_agent(&st, &row).await {
         Some(a) => a,
         None => {
             refuse(&mut ws, "sandbox unavailable").await;
@@ -200,18 +200,22 @@ async fn serve(st: AppState, sandbox_id: String, ip: String, mut ws: WebSocket) 
     ));
 }
 
-/// The running sandbox's agent, woken if it was cooling.
+/// The running sandbox's agent, woken if it was cooling, and the hold that keeps it hot while
+/// the web shell is open.
 async fn open_agent(
     st: &AppState,
     row: &crate::store::sandboxes::SandboxRow,
-) -> Option<bhatti_engine::agent::AgentClient> {
+) -> Option<(bhatti_engine::agent::AgentClient, crate::thermal::Busy)> {
     if row.status != "running" || row.engine_id.is_empty() {
         return None;
     }
-    if let Err(e) = crate::thermal::ensure_hot(st, row).await {
-        tracing::debug!(sandbox = %row.id, error = %e, "web shell: wake failed");
-        return None;
-    }
+    let busy = match crate::thermal::ensure_hot(st, row).await {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::debug!(sandbox = %row.id, error = %e, "web shell: wake failed");
+            return None;
+        }
+    };
     let ep = st.engine.agent(&row.engine_id).await.ok()?;
-    Some(bhatti_engine::agent::AgentClient::new(ep))
+    Some((bhatti_engine::agent::AgentClient::new(ep), busy))
 }

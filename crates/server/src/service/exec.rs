@@ -118,7 +118,7 @@ pub async fn exec(
     stream: bool,
 ) -> Result<ExecOutcome, ServiceError> {
     let plan = plan(req)?;
-    let (row, agent) = sandboxes::agent(st, user, id_or_name).await?;
+    let (_, agent, busy) = sandboxes::agent(st, user, id_or_name).await?;
     if plan.detach {
         let r = agent.exec_detached(&plan.req).await?;
         return Ok(ExecOutcome::Detached(ExecResult {
@@ -132,7 +132,6 @@ pub async fn exec(
     let ch = agent.exec_stream(&plan.req).await?;
     let (tx, rx) = mpsc::channel(64);
     // A running exec keeps the sandbox hot even when it is quiet (lohar only counts its start).
-    let busy = crate::thermal::busy(st, &row.id);
     tokio::spawn(async move {
         let _busy = busy;
         drive(ch, plan.stdin, plan.timeout_secs, tx).await

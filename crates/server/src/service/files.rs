@@ -93,6 +93,8 @@ pub struct FileDownload {
     pub line_mode: bool,
     /// The content.
     pub reader: FileReader,
+    /// Keeps the sandbox hot until the content has been sent.
+    pub busy: crate::thermal::Busy,
 }
 
 /// Starts reading a file (whole, or in line mode).
@@ -103,7 +105,7 @@ pub async fn read(
     q: &FileQuery,
 ) -> Result<FileDownload, ServiceError> {
     let path = require_path(q)?.to_string();
-    let (_, agent) = sandboxes::agent(st, user, id_or_name).await?;
+    let (_, agent, busy) = sandboxes::agent(st, user, id_or_name).await?;
     let req = FileReadRequest {
         path,
         offset: q.offset,
@@ -116,6 +118,7 @@ pub async fn read(
         size: reader.header.size,
         line_mode,
         reader,
+        busy,
     })
 }
 
@@ -127,7 +130,7 @@ pub async fn stat(
     q: &FileQuery,
 ) -> Result<FileInfo, ServiceError> {
     let path = require_path(q)?.to_string();
-    let (_, agent) = sandboxes::agent(st, user, id_or_name).await?;
+    let (_, agent, _busy) = sandboxes::agent(st, user, id_or_name).await?;
     Ok(agent.stat(&path).await?)
 }
 
@@ -139,7 +142,7 @@ pub async fn ls(
     q: &FileQuery,
 ) -> Result<Vec<FileEntry>, ServiceError> {
     let path = require_path(q)?.to_string();
-    let (_, agent) = sandboxes::agent(st, user, id_or_name).await?;
+    let (_, agent, _busy) = sandboxes::agent(st, user, id_or_name).await?;
     Ok(agent
         .ls(&path)
         .await?
@@ -176,7 +179,7 @@ pub async fn write<R: AsyncRead + Unpin>(
             "file too large: {size} bytes (max {MAX_FILE_WRITE_BYTES})"
         )));
     }
-    let (_, agent) = sandboxes::agent(st, user, id_or_name).await?;
+    let (_, agent, _busy) = sandboxes::agent(st, user, id_or_name).await?;
     agent
         .write_file(&path, mode, size, body)
         .await

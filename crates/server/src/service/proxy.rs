@@ -8,6 +8,7 @@ use super::ServiceError;
 use crate::state::AppState;
 use crate::store::sandboxes::SandboxRow;
 use crate::store::users::UserRow;
+use crate::thermal::Busy;
 use bhatti_engine::agent::AgentError;
 
 /// Parses a proxy port: 1–65535, else 400 `invalid port`.
@@ -18,29 +19,31 @@ pub fn parse_port(s: &str) -> Result<u16, ServiceError> {
     }
 }
 
-/// A fresh tunnel to `127.0.0.1:<port>` in one of the caller's running sandboxes. Lookup errors
-/// are the usual 404/409; a refused or failed forward is [`ServiceError::Agent`] (the proxy
-/// answers 502).
+/// A fresh tunnel to `127.0.0.1:<port>` in one of the caller's running sandboxes, and the hold
+/// that keeps it hot while the tunnel is used. Lookup errors are the usual 404/409; a refused
+/// or failed forward is [`ServiceError::Agent`] (the proxy answers 502).
 pub async fn tunnel(
     st: &AppState,
     user: &UserRow,
     id_or_name: &str,
     port: u16,
-) -> Result<BoxedStream, ServiceError> {
-    Ok(sandbox_tunnel(st, user, id_or_name, port).await?.1?)
+) -> Result<(BoxedStream, Busy), ServiceError> {
+    let (_, tunnel, busy) = sandbox_tunnel(st, user, id_or_name, port).await?;
+    Ok((tunnel?, busy))
 }
 
 /// The sandbox, and a tunnel to its port or why there is none (nothing listening, agent
-/// failure): the caller answers 502 and records it against the sandbox.
+/// failure): the caller answers 502 and records it against the sandbox. The `Busy` keeps the
+/// sandbox hot while the caller uses the tunnel.
 pub async fn sandbox_tunnel(
     st: &AppState,
     user: &UserRow,
     id_or_name: &str,
     port: u16,
-) -> Result<(SandboxRow, Result<BoxedStream, AgentError>), ServiceError> {
-    let (row, agent) = sandboxes::agent(st, user, id_or_name).await?;
+) -> Result<(SandboxRow, Result<BoxedStream, AgentError>, Busy), ServiceError> {
+    let (row, agent, busy) = sandboxes::agent(st, user, id_or_name).await?;
     let tunnel = agent.forward(port).await;
-    Ok((row, tunnel))
+    Ok((row, tunnel, busy))
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@ use crate::store::events::{self, NewEvent};
 use crate::store::now_rfc3339;
 use crate::store::sandboxes::{self, LaunchParams, SandboxRow, STATUS_CREATING, STATUS_FAILED};
 use crate::store::users::UserRow;
+use crate::thermal::Busy;
 use crate::validate;
 
 /// Default CPUs.
@@ -641,7 +642,7 @@ pub async fn update(
         }
     }
     if row.keep_hot && row.status == "running" && !row.engine_id.is_empty() {
-        crate::thermal::ensure_hot(st, &row).await?;
+        drop(crate::thermal::ensure_hot(st, &row).await?);
     }
     get(st, user, &row.id).await
 }
@@ -719,7 +720,7 @@ pub(crate) async fn agent(
     st: &AppState,
     user: &UserRow,
     id_or_name: &str,
-) -> Result<(SandboxRow, bhatti_engine::agent::AgentClient), ServiceError> {
+) -> Result<(SandboxRow, bhatti_engine::agent::AgentClient, Busy), ServiceError> {
     let row = lookup(st, user, id_or_name).await?;
     if row.status == "stopped" {
         return Err(ServiceError::NotRunning(format!(
@@ -739,9 +740,10 @@ pub(crate) async fn agent(
         }
         e => e.into(),
     })?;
-    // Transparent wake: a warm (or cold) sandbox is brought back before it is used.
-    crate::thermal::ensure_hot(st, &row).await?;
-    Ok((row, bhatti_engine::agent::AgentClient::new(endpoint)))
+    // Transparent wake: a warm (or cold) sandbox is brought back before it is used, and stays
+    // hot while the caller holds the `Busy`.
+    let busy = crate::thermal::ensure_hot(st, &row).await?;
+    Ok((row, bhatti_engine::agent::AgentClient::new(endpoint), busy))
 }
 
 /// One of the caller's sandboxes by id or name, its status refreshed from the engine.

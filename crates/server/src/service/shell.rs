@@ -16,13 +16,15 @@ use crate::store::users::UserRow;
 /// Idle timeout of a detached shell (seconds).
 pub const SHELL_IDLE_SECS: u64 = 3600;
 
-/// The sandbox's agent, checked before the WebSocket upgrade (so unknown → 404, stopped → 409).
+/// The sandbox's agent, checked before the WebSocket upgrade (so unknown → 404, stopped → 409),
+/// and the hold that keeps the sandbox hot while the shell is open.
 pub async fn prepare(
     st: &AppState,
     user: &UserRow,
     id_or_name: &str,
-) -> Result<AgentClient, ServiceError> {
-    Ok(sandboxes::agent(st, user, id_or_name).await?.1)
+) -> Result<(AgentClient, crate::thermal::Busy), ServiceError> {
+    let (_, agent, busy) = sandboxes::agent(st, user, id_or_name).await?;
+    Ok((agent, busy))
 }
 
 /// An open shell: its session id and the channel carrying it (the scrollback of a reattached

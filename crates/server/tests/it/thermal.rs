@@ -455,3 +455,36 @@ async fn a_proxied_websocket_keeps_it_hot_until_closed() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_slow_file_upload_keeps_it_hot() {
+    let (app, key, _eid, l) = setup(true, json!({})).await;
+    let l = l.unwrap();
+    // Six chunks 300 ms apart: the upload lasts six idle periods, and lohar saw the write
+    // start only once, at its beginning.
+    let chunks = futures_util::stream::unfold(0u8, |i| async move {
+        if i == 6 {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        Some((Ok::<_, std::io::Error>(vec![b'a' + i; 4]), i + 1))
+    });
+    let path = l.path("slow.txt");
+    let r = app
+        .http
+        .put(format!("{}/sandboxes/dev/files?path={path}", app.url))
+        .bearer_auth(&key)
+        .header("content-length", "24")
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap());
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        "aaaabbbbccccddddeeeeffff"
+    );
+    assert_eq!(app.engine.count("pause"), 0, "paused during an upload");
+    assert!(wait_thermal(&app, &key, "warm", Duration::from_secs(5)).await);
+    app.stop().await;
+}
