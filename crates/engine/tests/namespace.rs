@@ -347,6 +347,8 @@ root_test!(destroy_leaves_nothing_behind, || async {
     assert_ne!(before, during);
     sh(&s, "sleep 1000 & echo x > /workspace/f").await;
     t.engine.destroy(&s.engine_id).await.unwrap();
+    // The veth goes in the background.
+    assert!(t.engine.network().settle(Duration::from_secs(5)).await);
     let after = footprint(&t.cgroup_parent);
     assert_eq!(before.links, after.links);
     assert_eq!(before.cgroups, after.cgroups);
@@ -424,6 +426,7 @@ root_test!(twenty_sandboxes_concurrently, || async {
     for id in ids {
         t.engine.destroy(&id).await.unwrap();
     }
+    assert!(t.engine.network().settle(Duration::from_secs(5)).await);
     assert_eq!(before, footprint(&t.cgroup_parent));
 });
 

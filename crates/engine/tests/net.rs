@@ -240,6 +240,9 @@ fn ip(s: &str) -> Ipv4Addr {
     s.parse().expect("ip literal")
 }
 
+/// How long a test waits for background interface deletions.
+const SETTLE: Duration = Duration::from_secs(5);
+
 async fn start() -> Network {
     Network::start(NetConfig::default())
         .await
@@ -361,6 +364,7 @@ fn concurrent_attaches_get_distinct_addresses() {
         for (n, s) in boxes.iter().enumerate() {
             net.detach(user(n), &s.key).await.expect("detach");
         }
+        assert!(net.settle(SETTLE).await);
         assert!(!link_exists("brbhatti-1") && !link_exists("brbhatti-2"));
     });
 }
@@ -384,6 +388,7 @@ fn attach_and_detach_twenty_in_a_row() {
             net.detach(1, &s.key).await.expect("detach");
         }
         let detach = t.elapsed() / 20;
+        assert!(net.settle(SETTLE).await);
         eprintln!(
             "attach p50 {:?} max {:?}; detach mean {detach:?}",
             times[10], times[19]
@@ -647,6 +652,61 @@ fn no_default_route_means_no_masquerade_and_explicit_egress_wins() {
 }
 
 #[test]
+fn a_lingering_bridge_is_reused_then_removed_when_idle() {
+    in_netns(|| async {
+        let net = Network::start(NetConfig {
+            bridge_linger: Duration::from_millis(600),
+            ..NetConfig::default()
+        })
+        .await
+        .expect("Network::start");
+        let a = Sandbox::spawn(1);
+        net.attach(a.req(1)).await.expect("attach a");
+        net.detach(1, &a.key).await.expect("detach a");
+        assert!(net.settle(SETTLE).await);
+        assert!(!link_exists("bh-00000001"));
+        assert!(link_exists("brbhatti-1"), "the bridge lingers");
+
+        // Back before the linger ends: the same bridge serves it, and the timer spares it.
+        let b = Sandbox::spawn(2);
+        let at = net.attach(b.req(1)).await.expect("attach b");
+        assert_eq!(at.ip, "10.0.1.2".parse::<Ipv4Addr>().unwrap());
+        tokio::time::sleep(Duration::from_millis(900)).await;
+        assert!(link_exists("brbhatti-1"), "in use: kept");
+
+        net.detach(1, &b.key).await.expect("detach b");
+        assert!(link_exists("brbhatti-1"));
+        // A short stay: `e`'s detach restarts the linger, so the timer of `b`'s (due first)
+        // leaves the bridge alone.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let e = Sandbox::spawn(5);
+        net.attach(e.req(1)).await.expect("attach e");
+        net.detach(1, &e.key).await.expect("detach e");
+        tokio::time::sleep(Duration::from_millis(450)).await;
+        assert!(
+            link_exists("brbhatti-1"),
+            "idle for less than the linger: kept"
+        );
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert!(!link_exists("brbhatti-1"), "idle past the linger: removed");
+
+        // What a stopping daemon does with a bridge still lingering.
+        let c = Sandbox::spawn(3);
+        net.attach(c.req(2)).await.expect("attach c");
+        let d = Sandbox::spawn(4);
+        net.attach(d.req(1)).await.expect("attach d");
+        net.detach(2, &c.key).await.expect("detach c");
+        assert_eq!(
+            net.remove_idle_bridges().await.expect("remove idle"),
+            vec!["brbhatti-2".to_string()]
+        );
+        assert!(!link_exists("brbhatti-2"));
+        assert!(link_exists("brbhatti-1"), "a bridge in use stays");
+        net.detach(1, &d.key).await.expect("detach d");
+    });
+}
+
+#[test]
 fn detach_removes_the_veth_and_with_the_last_one_the_bridge() {
     in_netns(|| async {
         let net = start().await;
@@ -658,6 +718,8 @@ fn detach_removes_the_veth_and_with_the_last_one_the_bridge() {
         assert!(link_exists("bh-00000001") && link_exists("bh-00000002"));
 
         net.detach(1, &a.key).await.expect("detach a");
+        // The veth goes in the background; settle waits for it.
+        assert!(net.settle(SETTLE).await);
         assert!(!link_exists("bh-00000001"), "a's veth is gone");
         assert!(
             !a.run(&["ip", "link"]).contains("eth0"),
@@ -671,6 +733,7 @@ fn detach_removes_the_veth_and_with_the_last_one_the_bridge() {
         let key_b = b.key.clone();
         drop(b);
         net.detach(1, &key_b).await.expect("detach b");
+        assert!(net.settle(SETTLE).await);
         assert!(!link_exists("bh-00000002"));
         assert!(
             !link_exists("brbhatti-1"),

@@ -463,6 +463,7 @@ vm_test!(
         t.engine.destroy(&s.engine_id).await.unwrap();
         assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
         assert!(!dir.exists(), "sandbox dir (overlay, config disk) removed");
+        assert!(t.engine.network().settle(Duration::from_secs(5)).await);
         let links = std::process::Command::new("ip")
             .args(["-o", "link"])
             .output()
@@ -562,6 +563,7 @@ vm_test!(
         // The one nobody asked for is gone, QEMU and TAP included.
         assert!(!std::path::Path::new(&format!("/proc/{qemu_c}")).exists());
         assert!(!t.dir.path().join("sandboxes").join(&c.engine_id).exists());
+        assert!(t.engine.network().settle(Duration::from_secs(5)).await);
         let links = std::process::Command::new("ip")
             .args(["-o", "link"])
             .output()

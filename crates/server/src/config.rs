@@ -75,6 +75,10 @@ pub struct NamespaceOptions {
     pub subnet: String,
     /// Interface for egress NAT (default: the default route's).
     pub egress_interface: Option<String>,
+    /// Seconds a user's bridge outlives their last sandbox (0: removed with it); a destroy
+    /// then skips the bridge's slow deletion and the user's next create its setup. Idle
+    /// bridges are removed when the daemon stops.
+    pub bridge_linger_secs: u64,
     /// First host uid/gid of sandbox id ranges (65 536 ids per sandbox).
     pub uid_base: u32,
     /// Most sandboxes (id ranges) on this host.
@@ -98,6 +102,7 @@ impl Default for NamespaceOptions {
             images_dir: None,
             subnet: "10.0.0.0/8".into(),
             egress_interface: None,
+            bridge_linger_secs: 60,
             uid_base: 1_000_000,
             max_sandboxes: 1000,
             cgroup_parent: "bhatti".into(),

@@ -36,8 +36,19 @@ pub fn run(ctx: &Ctx) -> Result<()> {
         .build()
         .context("start the async runtime")?;
     rt.block_on(async {
-        let engine = open_engine(&config).await?;
+        let (engine, net) = open_engine(&config).await?;
         bhatti_server::serve(config, engine).await?;
+        // Sandboxes left running keep their bridges; bridges lingering after their user's
+        // last sandbox go now rather than wait for the next start's reconcile.
+        if let Some(net) = net {
+            match net.remove_idle_bridges().await {
+                Ok(gone) if !gone.is_empty() => {
+                    tracing::info!(bridges = ?gone, "idle bridges removed")
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "removing idle bridges failed"),
+            }
+        }
         Ok(())
     })
 }
@@ -47,8 +58,9 @@ pub fn run(ctx: &Ctx) -> Result<()> {
 /// stops the daemon with a message saying what is missing.
 ///
 /// `none` gives an engine that refuses to run sandboxes (the CLI's integration tests use it so
-/// the daemon starts instantly and needs no root).
-async fn open_engine(config: &ServerConfig) -> Result<Arc<dyn Engine>> {
+/// the daemon starts instantly and needs no root). Also returns the engines' shared network,
+/// if one started.
+async fn open_engine(config: &ServerConfig) -> Result<(Arc<dyn Engine>, Option<Network>)> {
     let names = config.enabled_engines();
     // The first engine (the default) starts the network; the others share it, so one IP
     // allocator serves each user's bridge.
@@ -58,11 +70,10 @@ async fn open_engine(config: &ServerConfig) -> Result<Arc<dyn Engine>> {
         engines.push(open_one(config, name, &mut net).await?);
     }
     if engines.len() == 1 {
-        return Ok(engines.remove(0));
+        return Ok((engines.remove(0), net));
     }
-    Ok(Arc::new(
-        Router::new(engines, &config.engine).map_err(|e| anyhow::anyhow!("{e}"))?,
-    ))
+    let router = Router::new(engines, &config.engine).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok((Arc::new(router), net))
 }
 
 /// Opens one engine by name; `net` is the network shared between engines (set by the first).
@@ -154,6 +165,7 @@ fn namespace_config(config: &ServerConfig) -> Result<NamespaceConfig> {
         net: NetConfig {
             base,
             egress_interface: ns.egress_interface.clone(),
+            bridge_linger: Duration::from_secs(ns.bridge_linger_secs),
             ..NetConfig::default()
         },
         dns: ns.dns.clone(),

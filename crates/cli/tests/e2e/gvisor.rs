@@ -424,7 +424,8 @@ fn gvisor_cold_wake_keeps_processes_sessions_files_ten_times() {
         gvisor_mounts(&d.data_dir())
     );
     assert!(runsc_containers(&d.data_dir()).is_empty());
-    assert!(d.links().is_empty(), "{:?}", d.links());
+    let links = d.links_settled(&[]);
+    assert!(links.is_empty(), "{links:?}");
 }
 
 #[test]
@@ -461,7 +462,8 @@ fn gvisor_corrupt_checkpoint_is_a_clear_error_and_destroy_cleans_up() {
     );
     assert!(runsc_containers(&d.data_dir()).is_empty());
     assert!(!d.data_dir().join("gvisor/sandboxes").join(&id).exists());
-    assert!(d.links().is_empty(), "{:?}", d.links());
+    let links = d.links_settled(&[]);
+    assert!(links.is_empty(), "{links:?}");
 }
 
 #[test]
@@ -509,7 +511,8 @@ fn gvisor_shell_detach_and_reattach_with_scrollback() {
     assert!(console.contains("epoll-free I/O"), "{console}");
     d.ok(&["destroy", "dev", "-y"]);
     assert!(gvisor_mounts(&d.data_dir()).is_empty());
-    assert!(d.links().is_empty(), "{:?}", d.links());
+    let links = d.links_settled(&[]);
+    assert!(links.is_empty(), "{links:?}");
 }
 
 // ---- Helpers for the suites parametrised over `Eng` in thermal.rs and escape.rs. ----

@@ -99,6 +99,14 @@ impl Daemon {
 
     /// Same, with `extra` YAML appended to the daemon's config (e.g. `public_proxy_listen`).
     pub fn start_with(extra: &str) -> Daemon {
+        // A user's bridge goes with their last sandbox, so tests can check that a destroy
+        // leaves no link; the lingering default has its own test (lifecycle).
+        Self::start_config("  bridge_linger_secs: 0\n", extra)
+    }
+
+    /// [`Daemon::start_with`], with `namespace_extra` (indented lines) added to the
+    /// `namespace:` section instead of the test default.
+    pub fn start_config(namespace_extra: &str, extra: &str) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         // A sleeping process owns the namespace; daemons come and go inside it.
         let netns_holder = Command::new("unshare")
@@ -110,7 +118,7 @@ impl Daemon {
         let cgroup_parent = format!("bhatti-e2e-{}", rand_hex(4));
         let port = 18080;
         let config = format!(
-            "listen: 127.0.0.1:{port}\ndata_dir: {data}\nengine: namespace\nlog_level: warn\nfirst_start_cli_config: {home}/config.yaml\nnamespace:\n  lohar_path: {lohar}\n  images_dir: {images}\n  cgroup_parent: {cgroup_parent}\n  build_default_image: false\n  uid_base: {uid_base}\n  pids_max: 512\n",
+            "listen: 127.0.0.1:{port}\ndata_dir: {data}\nengine: namespace\nlog_level: warn\nfirst_start_cli_config: {home}/config.yaml\nnamespace:\n  lohar_path: {lohar}\n  images_dir: {images}\n  cgroup_parent: {cgroup_parent}\n  build_default_image: false\n  uid_base: {uid_base}\n  pids_max: 512\n{namespace_extra}",
             data = dir.path().join("data").display(),
             home = dir.path().join("home").display(),
             lohar = lohar_bin().unwrap().display(),
@@ -325,6 +333,19 @@ impl Daemon {
             .collect();
         v.sort();
         v
+    }
+
+    /// [`Daemon::links`] once they are `want` (destroy deletes interfaces in the background),
+    /// or as they are after 10 s.
+    pub fn links_settled(&self, want: &[&str]) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let l = self.links();
+            if l == want || Instant::now() > deadline {
+                return l;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Sandbox cgroups that exist under this daemon's parent group.

@@ -47,12 +47,60 @@ fn create_list_inspect_destroy() {
     let out = d.ok(&["destroy", "dev", "-y"]);
     assert!(out.contains("sandbox/dev destroyed"), "{out}");
     assert!(d.list().is_empty());
-    assert!(d.links().is_empty(), "links left: {:?}", d.links());
+    let links = d.links_settled(&[]);
+    assert!(links.is_empty(), "links left: {links:?}");
     assert!(d.cgroups().is_empty(), "cgroups left: {:?}", d.cgroups());
     assert!(std::fs::read_dir(d.data_dir().join("sandboxes"))
         .unwrap()
         .next()
         .is_none());
+}
+
+/// With the default `bridge_linger_secs`, a user's bridge outlives their last sandbox (a
+/// destroy skips its slow deletion; the next create reuses it), goes once the linger has passed,
+/// and a daemon that stops removes an idle bridge at once.
+#[test]
+fn bridge_lingers_after_the_last_sandbox() {
+    require_e2e!();
+    let mut d = Daemon::start_config("  bridge_linger_secs: 3\n", "");
+    let bridge = "brbhatti-1".to_string();
+    let veths = |d: &Daemon| -> Vec<String> {
+        d.links()
+            .into_iter()
+            .filter(|l| l.starts_with("bh-"))
+            .collect()
+    };
+    d.ok(&["create", "--name", "a", "--image", "tiny"]);
+    d.ok(&["destroy", "a", "-y"]);
+    assert_eq!(
+        d.links_settled(&[&bridge]),
+        vec![bridge.clone()],
+        "the bridge lingers, alone"
+    );
+
+    // The next create reuses it, and the address is free again.
+    let out = d.ok(&["create", "--name", "b", "--image", "tiny"]);
+    assert!(out.contains("IP:    10.0.1.2"), "{out}");
+    assert_eq!(veths(&d).len(), 1);
+    // The daemon reaches lohar over TCP at the reused address (no stale neighbour entry).
+    assert_eq!(d.ok(&["exec", "b", "--", "echo", "ok"]).trim(), "ok");
+    d.ok(&["destroy", "b", "-y"]);
+    assert_eq!(d.links_settled(&[&bridge]), vec![bridge.clone()]);
+
+    // Gone once the linger has passed (the timer of `a`'s destroy did not take it from `b`).
+    let t0 = std::time::Instant::now();
+    while !d.links().is_empty() && t0.elapsed() < Duration::from_secs(15) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(d.links().is_empty(), "links left: {:?}", d.links());
+    assert!(t0.elapsed() >= Duration::from_secs(1), "removed too early");
+
+    // Lingering when the daemon stops: removed on the way out.
+    d.ok(&["create", "--name", "c", "--image", "tiny"]);
+    d.ok(&["destroy", "c", "-y"]);
+    assert_eq!(d.links_settled(&[&bridge]), vec![bridge]);
+    assert!(d.sigterm(Duration::from_secs(10)).is_some());
+    assert!(d.links().is_empty(), "links left: {:?}", d.links());
 }
 
 #[test]

@@ -43,6 +43,10 @@ pub struct NetConfig {
     pub veth_prefix: String,
     /// The MASQUERADE interface; `None` detects the default-route interface.
     pub egress_interface: Option<String>,
+    /// How long a user's bridge outlives their last sandbox (zero: removed with it). Deleting
+    /// a bridge waits for RCU grace periods (~60 ms here), which would otherwise be most of a
+    /// destroy, and the user's next create would build it again.
+    pub bridge_linger: std::time::Duration,
 }
 
 impl Default for NetConfig {
@@ -52,6 +56,7 @@ impl Default for NetConfig {
             bridge_prefix: "brbhatti-".to_string(),
             veth_prefix: "bh-".to_string(),
             egress_interface: None,
+            bridge_linger: std::time::Duration::ZERO,
         }
     }
 }

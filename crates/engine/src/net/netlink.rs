@@ -83,6 +83,21 @@ pub(crate) async fn delete_link(handle: &Handle, name: &str) -> Result<bool, Net
     }
 }
 
+/// Deletes interface `index` (`name` is for messages); returns whether it existed. By index,
+/// so an interface that took the same name meanwhile is not touched.
+pub(crate) async fn delete_link_index(
+    handle: &Handle,
+    index: u32,
+    name: &str,
+) -> Result<bool, NetError> {
+    let msg = LinkUnspec::new_with_index(index).build();
+    match handle.link().del_with_message(msg).execute().await {
+        Ok(()) => Ok(true),
+        Err(e) if is_errno(&e, ENODEV) => Ok(false),
+        Err(e) => Err(nl_err("delete interface", name)(e)),
+    }
+}
+
 /// Sets interface `index` up.
 pub(crate) async fn set_up(handle: &Handle, index: u32, name: &str) -> Result<(), NetError> {
     let msg = LinkUnspec::new_with_index(index).up().build();

@@ -36,6 +36,10 @@ struct Inner {
     /// Netlink socket in the host namespace (the one `start` was called in).
     handle: Handle,
     state: Mutex<State>,
+    /// Interface deletions running in the background (see [`Network::detach`]).
+    deleting: std::sync::atomic::AtomicUsize,
+    /// Notified when `deleting` drops to zero.
+    deleted: tokio::sync::Notify,
 }
 
 struct State {
@@ -47,6 +51,11 @@ struct State {
     /// Host veth name → the sandbox key using it. Names hold only 8 characters of the key, so
     /// two keys can collide; the second must fail rather than delete the first one's veth.
     veths: HashMap<String, String>,
+    /// Users whose bridge lingers with no sandbox → the number of the removal timer started
+    /// by their last detach (only that one may remove it).
+    lingering: HashMap<u32, u64>,
+    /// Numbers removal timers.
+    timers: u64,
 }
 
 impl fmt::Debug for Network {
@@ -105,6 +114,8 @@ impl Network {
             ipam: Ipam::new(config.base),
             user_locks: HashMap::new(),
             veths: HashMap::new(),
+            lingering: HashMap::new(),
+            timers: 0,
         };
         Ok(Network {
             inner: Arc::new(Inner {
@@ -112,6 +123,8 @@ impl Network {
                 egress,
                 handle,
                 state: Mutex::new(state),
+                deleting: std::sync::atomic::AtomicUsize::new(0),
+                deleted: tokio::sync::Notify::new(),
             }),
         })
     }
@@ -332,8 +345,127 @@ impl Network {
         Ok(())
     }
 
-    /// Unwires a sandbox: deletes its veth (missing is fine), frees its address, and removes
-    /// the user's bridge when no sandbox of the user is left.
+    /// Deletes user `subnet_index`'s bridge if no sandbox of theirs uses it (and, for `timer`,
+    /// if no later detach started another one); whether it did.
+    async fn remove_idle_bridge(
+        &self,
+        subnet_index: u32,
+        timer: Option<u64>,
+    ) -> Result<bool, NetError> {
+        let lock = self.user_lock(subnet_index);
+        let _guard = lock.lock().await;
+        if self.with_ipam(|ipam| ipam.in_use(subnet_index)) > 0 {
+            return Ok(false);
+        }
+        if let Some(n) = timer {
+            if self.state().lingering.get(&subnet_index) != Some(&n) {
+                return Ok(false);
+            }
+        }
+        self.state().lingering.remove(&subnet_index);
+        let bridge = bridge_name(&self.inner.config.bridge_prefix, subnet_index);
+        if netlink::link_index(&self.inner.handle, &bridge)
+            .await?
+            .is_none()
+        {
+            return Ok(false);
+        }
+        self.remove_bridge(&bridge).await?;
+        Ok(true)
+    }
+
+    /// After `bridge_linger`, removes user `subnet_index`'s bridge unless a sandbox of theirs
+    /// came back meanwhile. Holds no reference to the network: a network dropped first (daemon
+    /// gone) leaves it to [`Network::remove_idle_bridges`] or the next start's reconcile.
+    fn remove_bridge_later(&self, subnet_index: u32) {
+        let linger = self.inner.config.bridge_linger;
+        let timer = {
+            let mut st = self.state();
+            st.timers += 1;
+            let n = st.timers;
+            st.lingering.insert(subnet_index, n);
+            n
+        };
+        let weak = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            tokio::time::sleep(linger).await;
+            let Some(inner) = weak.upgrade() else {
+                return;
+            };
+            let net = Network { inner };
+            match net.remove_idle_bridge(subnet_index, Some(timer)).await {
+                Ok(true) => tracing::debug!(subnet_index, "idle bridge removed"),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(subnet_index, error = %e, "removing an idle bridge failed")
+                }
+            }
+        });
+    }
+
+    /// Deletes interface `index` in the background: the kernel waits for RCU grace periods
+    /// before an unregistered interface is gone (10–20 ms for a veth here), and nothing needs
+    /// the dead sandbox's interface gone before its destroy answers. [`Network::settle`] waits
+    /// for these.
+    fn delete_later(&self, index: u32, name: String) {
+        use std::sync::atomic::Ordering;
+        self.inner.deleting.fetch_add(1, Ordering::SeqCst);
+        let inner = self.inner.clone();
+        tokio::spawn(async move {
+            match netlink::delete_link_index(&inner.handle, index, &name).await {
+                Ok(true) => tracing::debug!(interface = name, "deleted"),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(interface = name, error = %e, "deleting failed"),
+            }
+            if inner.deleting.fetch_sub(1, Ordering::SeqCst) == 1 {
+                inner.deleted.notify_waiters();
+            }
+        });
+    }
+
+    /// Waits (at most `limit`) until the interface deletions [`Network::detach`] started in the
+    /// background have finished; whether they all did.
+    pub async fn settle(&self, limit: std::time::Duration) -> bool {
+        use std::sync::atomic::Ordering;
+        let wait = async {
+            loop {
+                // Registered before the check, so a notification in between is not lost.
+                let done = self.inner.deleted.notified();
+                if self.inner.deleting.load(Ordering::SeqCst) == 0 {
+                    return;
+                }
+                done.await;
+            }
+        };
+        tokio::time::timeout(limit, wait).await.is_ok()
+    }
+
+    /// For a daemon that stops: lets background deletions finish, then removes every bridge of
+    /// this network that no sandbox uses (those lingering after their last sandbox). The
+    /// bridges of sandboxes left running stay.
+    pub async fn remove_idle_bridges(&self) -> Result<Vec<String>, NetError> {
+        if !self.settle(std::time::Duration::from_secs(10)).await {
+            tracing::warn!("interface deletions still running after 10 s");
+        }
+        let prefix = self.inner.config.bridge_prefix.as_str();
+        let mut removed = Vec::new();
+        for link in netlink::list_links(&self.inner.handle).await? {
+            let user = match link.kind {
+                Kind::Bridge => link.name.strip_prefix(prefix).and_then(|n| n.parse().ok()),
+                _ => None,
+            };
+            if let Some(n) = user {
+                if self.remove_idle_bridge(n, None).await? {
+                    removed.push(link.name);
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Unwires a sandbox: frees its address and interface name and deletes its veth (or TAP;
+    /// missing is fine) in the background — [`Network::settle`] waits for that. The user's
+    /// bridge goes when no sandbox of theirs is left: at once, or after `bridge_linger`.
     pub async fn detach(&self, subnet_index: u32, key: &str) -> Result<(), NetError> {
         let cfg = &self.inner.config;
         let subnet = user_subnet(cfg.base, subnet_index)?;
@@ -349,20 +481,32 @@ impl Network {
             .get(&host_veth)
             .is_some_and(|owner| owner != key);
         // A key refused for a name collision must not take the other sandbox's veth with it.
-        if !foreign {
-            veth::delete(handle, &host_veth).await?;
-            self.release_veth(&host_veth, key);
-        }
+        let veth_index = match foreign {
+            false => netlink::link_index(handle, &host_veth).await?,
+            true => None,
+        };
         let (ip, empty) = self.with_ipam(|ipam| {
             let ip = ipam.release(subnet_index, key);
             (ip, ipam.in_use(subnet_index) == 0)
         });
-        if empty {
+        let linger = !self.inner.config.bridge_linger.is_zero();
+        if empty && !linger {
             self.remove_bridge(&bridge).await?;
         } else if let Some(ip) = ip {
             if let Some(index) = netlink::link_index(handle, &bridge).await? {
                 bridge::forget_neighbour(handle, index, &bridge, ip).await?;
             }
+        }
+        // Last: the deletion holds the kernel's RTNL lock through its grace periods, and any
+        // netlink request above would wait for it.
+        if !foreign {
+            if let Some(index) = veth_index {
+                self.delete_later(index, host_veth.clone());
+            }
+            self.release_veth(&host_veth, key);
+        }
+        if empty && linger {
+            self.remove_bridge_later(subnet_index);
         }
         tracing::debug!(key, ?ip, %subnet, "sandbox detached");
         Ok(())
