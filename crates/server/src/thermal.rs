@@ -380,30 +380,48 @@ async fn check(st: &AppState, row: &SandboxRow) -> Result<(), ServiceError> {
         }
     }
     // lohar: attached sessions and in-sandbox activity (exec, files, session input).
-    if let Ok(ep) = st.engine.agent(&row.engine_id).await {
-        match tokio::time::timeout(Duration::from_secs(2), AgentClient::new(ep).activity()).await {
-            Ok(Ok(a)) => {
-                let now_unix = chrono::Utc::now().timestamp_millis();
-                let age_ms = now_unix.saturating_sub(a.last_activity_unix.saturating_mul(1000));
-                if a.attached_sessions > 0
-                    || (a.last_activity_unix > 0 && (age_ms as u64) < cfg.warm_after_ms)
-                {
-                    let mut i = lock(&entry);
-                    i.reason = Some(if a.attached_sessions > 0 {
-                        "a session is attached".into()
-                    } else {
-                        "recent activity in the sandbox".into()
-                    });
-                    if a.attached_sessions > 0 {
-                        i.last_active = now;
-                    }
-                    return Ok(());
-                }
+    let activity = match st.engine.agent(&row.engine_id).await {
+        Ok(ep) => {
+            match tokio::time::timeout(Duration::from_secs(2), AgentClient::new(ep).activity())
+                .await
+            {
+                Ok(r) => r.map_err(|e| e.to_string()),
+                Err(_) => Err("no answer within 2 s".to_string()),
             }
-            // An agent that does not answer is not doing work for anyone; CPU and API
-            // idleness decide.
-            other => {
-                tracing::debug!(sandbox = %row.id, result = ?other.map(|r| r.err()), "activity unavailable")
+        }
+        Err(e) => Err(e.to_string()),
+    };
+    match activity {
+        Ok(a) => {
+            let now_unix = chrono::Utc::now().timestamp_millis();
+            let age_ms = now_unix.saturating_sub(a.last_activity_unix.saturating_mul(1000));
+            if a.attached_sessions > 0
+                || (a.last_activity_unix > 0 && (age_ms as u64) < cfg.warm_after_ms)
+            {
+                let mut i = lock(&entry);
+                i.reason = Some(if a.attached_sessions > 0 {
+                    "a session is attached".into()
+                } else {
+                    "recent activity in the sandbox".into()
+                });
+                if a.attached_sessions > 0 {
+                    i.last_active = now;
+                }
+                return Ok(());
+            }
+        }
+        // An agent that does not answer is not doing work for anyone; CPU and API idleness
+        // decide. It may also have died with its sandbox: then the record says so from now on
+        // (as an inspect would), and there is nothing to pause.
+        Err(why) => {
+            tracing::debug!(sandbox = %row.id, why, "activity unavailable");
+            if let Ok(state @ (RunState::Stopped | RunState::Missing)) =
+                st.engine.state(&row.engine_id).await
+            {
+                let mut row = row.clone();
+                crate::service::sandboxes::sync_status(st, &mut row, state).await?;
+                tracing::warn!(sandbox = %row.id, status = %row.status, "sandbox died on its own");
+                return Ok(());
             }
         }
     }

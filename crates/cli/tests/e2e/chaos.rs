@@ -209,7 +209,8 @@ fn daemon_sigkill_at_random_points_keeps_the_invariants() {
 #[test]
 fn lohar_killed_sandbox_is_reported_and_destroy_cleans_up() {
     require_e2e!();
-    let d = Daemon::start();
+    // Quick thermal ticks: the manager is what notices a sandbox dying when nobody asks.
+    let d = Daemon::start_with("thermal:\n  tick_ms: 200\n  warm_after_ms: 1000\n");
     d.ok(&[
         "create", "--name", "victim", "--image", "tiny", "--memory", "256",
     ]);
@@ -239,7 +240,22 @@ fn lohar_killed_sandbox_is_reported_and_destroy_cleans_up() {
         .status()
         .unwrap();
     assert!(status.success());
-    std::thread::sleep(Duration::from_millis(300));
+    // The list shows it without an inspect or exec first (the thermal manager's check of an
+    // idle sandbox whose agent does not answer asks the engine).
+    let t0 = Instant::now();
+    let listed = loop {
+        let s = d
+            .list()
+            .into_iter()
+            .find(|s| s["name"] == "victim")
+            .unwrap();
+        if s["status"] != "running" || t0.elapsed() > Duration::from_secs(20) {
+            break s;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(listed["status"], "stopped", "{listed}");
+    eprintln!("listed as stopped {:?} after lohar died", t0.elapsed());
     let t0 = Instant::now();
     let (c, _, err) = d.cli(&["exec", "victim", "--", "echo", "ok"]);
     assert_ne!(c, 0, "exec into a sandbox without its agent succeeded");

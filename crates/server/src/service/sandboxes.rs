@@ -753,26 +753,7 @@ pub async fn get(st: &AppState, user: &UserRow, id_or_name: &str) -> Result<Sand
         return Ok(row.to_api());
     }
     match st.engine.state(&row.engine_id).await {
-        Ok(state) => {
-            let status = match state {
-                RunState::Running | RunState::Paused => "running",
-                RunState::Stopped => "stopped",
-                RunState::Missing => "unknown",
-            };
-            if status != row.status {
-                let stopped_at = if status == "stopped" {
-                    Some(row.stopped_at.clone().unwrap_or_else(now_rfc3339))
-                } else {
-                    None
-                };
-                let (id, s, sa) = (row.id.clone(), status.to_string(), stopped_at.clone());
-                st.store
-                    .call(move |c| sandboxes::set_status(c, &id, &s, sa.as_deref()))
-                    .await?;
-                row.status = status.into();
-                row.stopped_at = stopped_at;
-            }
-        }
+        Ok(state) => sync_status(st, &mut row, state).await?,
         // The record is still worth showing when the engine cannot answer.
         Err(e) => tracing::warn!(sandbox = %row.id, error = %e, "engine state unavailable"),
     }
@@ -780,6 +761,35 @@ pub async fn get(st: &AppState, user: &UserRow, id_or_name: &str) -> Result<Sand
     with_thermal(st, &mut s);
     with_engine(st, &row.engine, &mut s);
     Ok(s)
+}
+
+/// Brings a record's status in line with the engine's `state` of the sandbox (stored, and in
+/// `row`): one whose processes all died is `stopped`, one the engine does not know `unknown`.
+pub(crate) async fn sync_status(
+    st: &AppState,
+    row: &mut SandboxRow,
+    state: RunState,
+) -> Result<(), ServiceError> {
+    let status = match state {
+        RunState::Running | RunState::Paused => "running",
+        RunState::Stopped => "stopped",
+        RunState::Missing => "unknown",
+    };
+    if status == row.status {
+        return Ok(());
+    }
+    let stopped_at = if status == "stopped" {
+        Some(row.stopped_at.clone().unwrap_or_else(now_rfc3339))
+    } else {
+        None
+    };
+    let (id, s, sa) = (row.id.clone(), status.to_string(), stopped_at.clone());
+    st.store
+        .call(move |c| sandboxes::set_status(c, &id, &s, sa.as_deref()))
+        .await?;
+    row.status = status.into();
+    row.stopped_at = stopped_at;
+    Ok(())
 }
 
 /// Destroys one of the caller's sandboxes (engine first, then the record).

@@ -488,3 +488,24 @@ async fn a_slow_file_upload_keeps_it_hot() {
     assert!(wait_thermal(&app, &key, "warm", Duration::from_secs(5)).await);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_sandbox_that_died_is_listed_as_stopped_without_an_inspect() {
+    let (app, key, eid, _l) = setup(false, json!({})).await;
+    // Its processes end on their own (the engine sees it; nobody asks through the API).
+    app.engine.set_state(&eid, bhatti_engine::RunState::Stopped);
+    let t0 = Instant::now();
+    let mut status = String::new();
+    while t0.elapsed() < Duration::from_secs(5) {
+        let (s, v) = app.call(Method::GET, "/sandboxes", Some(&key), None).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        status = v[0]["status"].as_str().unwrap_or("").to_string();
+        if status == "stopped" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(status, "stopped");
+    assert_eq!(app.engine.count("pause"), 0, "a dead sandbox is not paused");
+    app.stop().await;
+}
