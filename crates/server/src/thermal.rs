@@ -98,6 +98,11 @@ struct Inner {
     last_cpu: Option<(u64, Instant)>,
     warm_since: Option<Instant>,
     reason: Option<String>,
+    /// Whether the engine's view was taken into account (see [`learn`]).
+    known: bool,
+    /// Consecutive ticks that found the agent silent and the engine reporting the sandbox
+    /// gone; two are needed before the record says so.
+    seen_dead: u8,
 }
 
 struct Entry {
@@ -114,26 +119,44 @@ pub struct Thermal {
     entries: Mutex<HashMap<String, Arc<Entry>>>,
 }
 
+fn new_entry() -> Arc<Entry> {
+    Arc::new(Entry {
+        inner: Mutex::new(Inner {
+            temp: Temp::Hot,
+            last_active: Instant::now(),
+            last_cpu: None,
+            warm_since: None,
+            reason: None,
+            known: false,
+            seen_dead: 0,
+        }),
+        gate: tokio::sync::Mutex::new(()),
+        inflight: std::sync::atomic::AtomicUsize::new(0),
+    })
+}
+
 impl Thermal {
     fn entry(&self, id: &str) -> Arc<Entry> {
         self.entries
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .entry(id.to_string())
-            .or_insert_with(|| {
-                Arc::new(Entry {
-                    inner: Mutex::new(Inner {
-                        temp: Temp::Hot,
-                        last_active: Instant::now(),
-                        last_cpu: None,
-                        warm_since: None,
-                        reason: None,
-                    }),
-                    gate: tokio::sync::Mutex::new(()),
-                    inflight: std::sync::atomic::AtomicUsize::new(0),
-                })
-            })
+            .or_insert_with(new_entry)
             .clone()
+    }
+
+    /// Records a sandbox this daemon just started (create or start): hot, and known to be, so
+    /// its first operation does not ask the engine.
+    pub fn started(&self, id: &str) {
+        let e = self.entry(id);
+        let mut i = lock(&e);
+        i.temp = Temp::Hot;
+        i.last_active = Instant::now();
+        i.last_cpu = None;
+        i.warm_since = None;
+        i.reason = None;
+        i.known = true;
+        i.seen_dead = 0;
     }
 
     fn peek(&self, id: &str) -> Option<Arc<Entry>> {
@@ -155,12 +178,13 @@ impl Thermal {
         }
     }
 
-    /// Forgets a sandbox (destroyed or stopped).
+    /// Forgets a sandbox (destroyed or stopped); an entry with operations in flight stays
+    /// until they end, so their `Busy` keeps counting where the tick looks.
     pub fn forget(&self, id: &str) {
-        self.entries
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(id);
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.get(id).is_some_and(|e| !busy_now(e)) {
+            entries.remove(id);
+        }
     }
 }
 
@@ -205,6 +229,7 @@ pub async fn ensure_hot(st: &AppState, row: &SandboxRow) -> Result<Busy, Service
     let timeout = Duration::from_millis(st.config.thermal.wake_timeout_ms);
     let woke = tokio::time::timeout(timeout, async {
         let _g = entry.gate.lock().await;
+        learn(st, row, &entry).await;
         let from = lock(&entry).temp;
         if from == Temp::Hot {
             // Hot already, or another request woke it while this one waited.
@@ -302,7 +327,7 @@ pub async fn tick(st: &AppState) -> Result<(), ServiceError> {
         .entries
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .retain(|id, _| live.contains(id));
+        .retain(|id, e| live.contains(id) || busy_now(e));
     // Sandboxes are independent: check them concurrently so one slow lohar cannot stall the rest.
     let checks = rows.into_iter().map(|row| {
         let st = st.clone();
@@ -318,16 +343,10 @@ pub async fn tick(st: &AppState) -> Result<(), ServiceError> {
 
 async fn check(st: &AppState, row: &SandboxRow) -> Result<(), ServiceError> {
     let cfg = &st.config.thermal;
-    let first_seen = st.thermal.peek(&row.id).is_none();
     let entry = st.thermal.entry(&row.id);
-    if first_seen {
-        // After a daemon restart a frozen sandbox is warm (and stays so until woken).
-        if let Ok(RunState::Paused) = st.engine.state(&row.engine_id).await {
-            let mut i = lock(&entry);
-            i.temp = Temp::Warm;
-            i.warm_since = Some(Instant::now());
-            i.reason = cold_reason(st, row);
-        }
+    if !lock(&entry).known {
+        let _g = entry.gate.lock().await;
+        learn(st, row, &entry).await;
     }
     let temp = lock(&entry).temp;
     if row.keep_hot {
@@ -393,6 +412,7 @@ async fn check(st: &AppState, row: &SandboxRow) -> Result<(), ServiceError> {
     };
     match activity {
         Ok(a) => {
+            lock(&entry).seen_dead = 0;
             let now_unix = chrono::Utc::now().timestamp_millis();
             let age_ms = now_unix.saturating_sub(a.last_activity_unix.saturating_mul(1000));
             if a.attached_sessions > 0
@@ -411,21 +431,48 @@ async fn check(st: &AppState, row: &SandboxRow) -> Result<(), ServiceError> {
             }
         }
         // An agent that does not answer is not doing work for anyone; CPU and API idleness
-        // decide. It may also have died with its sandbox: then the record says so from now on
-        // (as an inspect would), and there is nothing to pause.
+        // decide. It may also have died with its sandbox: then, seen so on two ticks in a row
+        // (one failed probe is not enough), the record says so from now on (as an inspect
+        // would), and there is nothing to pause.
         Err(why) => {
             tracing::debug!(sandbox = %row.id, why, "activity unavailable");
-            if let Ok(state @ (RunState::Stopped | RunState::Missing)) =
-                st.engine.state(&row.engine_id).await
-            {
-                let mut row = row.clone();
-                crate::service::sandboxes::sync_status(st, &mut row, state).await?;
-                tracing::warn!(sandbox = %row.id, status = %row.status, "sandbox died on its own");
-                return Ok(());
+            match st.engine.state(&row.engine_id).await {
+                Ok(state @ (RunState::Stopped | RunState::Missing)) => {
+                    let seen = {
+                        let mut i = lock(&entry);
+                        i.seen_dead = i.seen_dead.saturating_add(1);
+                        i.seen_dead
+                    };
+                    if seen >= 2 {
+                        let mut row = row.clone();
+                        if crate::service::sandboxes::sync_status(st, &mut row, state).await? {
+                            tracing::warn!(sandbox = %row.id, status = %row.status, "sandbox died on its own");
+                        }
+                    }
+                    return Ok(());
+                }
+                _ => lock(&entry).seen_dead = 0,
             }
         }
     }
     pause(st, row, &entry, idle).await
+}
+
+/// Takes the engine's view of a sandbox this daemon did not start (first seen after a daemon
+/// restart): one found frozen is warm, and stays so until an operation wakes it. Once per
+/// entry; call with the entry's gate held, so a wake or pause cannot interleave.
+async fn learn(st: &AppState, row: &SandboxRow, entry: &Entry) {
+    if lock(entry).known {
+        return;
+    }
+    let paused = matches!(st.engine.state(&row.engine_id).await, Ok(RunState::Paused));
+    let mut i = lock(entry);
+    if paused {
+        i.temp = Temp::Warm;
+        i.warm_since = Some(Instant::now());
+        i.reason = cold_reason(st, row);
+    }
+    i.known = true;
 }
 
 /// Warm → cold: the engine writes the sandbox's memory to disk and releases it.

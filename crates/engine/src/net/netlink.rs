@@ -122,19 +122,23 @@ pub(crate) enum Kind {
     Other,
 }
 
-/// One interface of a dump: name and kind.
+/// One interface of a dump: name, kind, index and the bridge it is a port of.
 #[derive(Debug, Clone)]
 pub(crate) struct LinkSummary {
     pub name: String,
     pub kind: Kind,
+    pub index: u32,
+    pub controller: Option<u32>,
 }
 
 fn summarize(msg: &LinkMessage) -> Option<LinkSummary> {
     let mut name = None;
     let mut kind = Kind::Other;
+    let mut controller = None;
     for attr in &msg.attributes {
         match attr {
             LinkAttribute::IfName(n) => name = Some(n.clone()),
+            LinkAttribute::Controller(c) => controller = Some(*c),
             LinkAttribute::LinkInfo(infos) => {
                 for info in infos {
                     if let LinkInfo::Kind(k) = info {
@@ -150,7 +154,12 @@ fn summarize(msg: &LinkMessage) -> Option<LinkSummary> {
             _ => {}
         }
     }
-    name.map(|name| LinkSummary { name, kind })
+    name.map(|name| LinkSummary {
+        name,
+        kind,
+        index: msg.header.index,
+        controller,
+    })
 }
 
 /// Every interface of the namespace the handle is bound to.

@@ -441,22 +441,31 @@ impl Network {
     }
 
     /// For a daemon that stops: lets background deletions finish, then removes every bridge of
-    /// this network that no sandbox uses (those lingering after their last sandbox). The
-    /// bridges of sandboxes left running stay.
+    /// this network that no sandbox uses: no address in use and no port (veth or TAP) left on
+    /// it — those lingering after their last sandbox. The bridges of sandboxes left running
+    /// stay, even one whose address could not be reserved at the last start.
     pub async fn remove_idle_bridges(&self) -> Result<Vec<String>, NetError> {
         if !self.settle(std::time::Duration::from_secs(10)).await {
             tracing::warn!("interface deletions still running after 10 s");
         }
         let prefix = self.inner.config.bridge_prefix.as_str();
+        let links = netlink::list_links(&self.inner.handle).await?;
+        let with_ports: HashSet<u32> = links.iter().filter_map(|l| l.controller).collect();
         let mut removed = Vec::new();
-        for link in netlink::list_links(&self.inner.handle).await? {
-            let user = match link.kind {
-                Kind::Bridge => link.name.strip_prefix(prefix).and_then(|n| n.parse().ok()),
+        for link in links {
+            let user: Option<u32> = match link.kind {
+                Kind::Bridge if !with_ports.contains(&link.index) => {
+                    link.name.strip_prefix(prefix).and_then(|n| n.parse().ok())
+                }
                 _ => None,
             };
-            if let Some(n) = user {
-                if self.remove_idle_bridge(n, None).await? {
-                    removed.push(link.name);
+            let Some(n) = user else { continue };
+            match self.remove_idle_bridge(n, None).await {
+                Ok(true) => removed.push(link.name),
+                Ok(false) => {}
+                // One bridge that cannot go does not keep the others.
+                Err(e) => {
+                    tracing::warn!(bridge = link.name, error = %e, "removing an idle bridge failed")
                 }
             }
         }
@@ -490,15 +499,19 @@ impl Network {
             (ip, ipam.in_use(subnet_index) == 0)
         });
         let linger = !self.inner.config.bridge_linger.is_zero();
-        if empty && !linger {
-            self.remove_bridge(&bridge).await?;
-        } else if let Some(ip) = ip {
-            if let Some(index) = netlink::link_index(handle, &bridge).await? {
-                bridge::forget_neighbour(handle, index, &bridge, ip).await?;
+        let bridged = async {
+            if empty && !linger {
+                self.remove_bridge(&bridge).await?;
+            } else if let Some(ip) = ip {
+                if let Some(index) = netlink::link_index(handle, &bridge).await? {
+                    bridge::forget_neighbour(handle, index, &bridge, ip).await?;
+                }
             }
+            Ok::<_, NetError>(())
         }
-        // Last: the deletion holds the kernel's RTNL lock through its grace periods, and any
-        // netlink request above would wait for it.
+        .await;
+        // Last, and whatever the bridge did: the deletion holds the kernel's RTNL lock through
+        // its grace periods, and any netlink request above would wait for it.
         if !foreign {
             if let Some(index) = veth_index {
                 self.delete_later(index, host_veth.clone());
@@ -508,6 +521,7 @@ impl Network {
         if empty && linger {
             self.remove_bridge_later(subnet_index);
         }
+        bridged?;
         tracing::debug!(key, ?ip, %subnet, "sandbox detached");
         Ok(())
     }

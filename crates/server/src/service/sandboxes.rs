@@ -284,7 +284,10 @@ async fn finish_create(
     spec: SandboxSpec,
 ) -> Result<Sandbox, ServiceError> {
     let created = match st.engine.create(&spec).await {
-        Ok(c) => c,
+        Ok(c) => {
+            st.thermal.started(&row.id);
+            c
+        }
         Err(e) => {
             let id = row.id.clone();
             if let Err(de) = st.store.call(move |c| sandboxes::delete(c, &id)).await {
@@ -533,6 +536,7 @@ pub async fn start(
     }
     let spec = restart_spec(st, &row, Some(user)).await;
     let c = st.engine.start(&spec).await?;
+    st.thermal.started(&row.id);
     let ev = NewEvent::new(
         "sandbox.started",
         &row.created_by,
@@ -753,7 +757,9 @@ pub async fn get(st: &AppState, user: &UserRow, id_or_name: &str) -> Result<Sand
         return Ok(row.to_api());
     }
     match st.engine.state(&row.engine_id).await {
-        Ok(state) => sync_status(st, &mut row, state).await?,
+        Ok(state) => {
+            sync_status(st, &mut row, state).await?;
+        }
         // The record is still worth showing when the engine cannot answer.
         Err(e) => tracing::warn!(sandbox = %row.id, error = %e, "engine state unavailable"),
     }
@@ -765,31 +771,41 @@ pub async fn get(st: &AppState, user: &UserRow, id_or_name: &str) -> Result<Sand
 
 /// Brings a record's status in line with the engine's `state` of the sandbox (stored, and in
 /// `row`): one whose processes all died is `stopped`, one the engine does not know `unknown`.
+/// Only if the stored record is still as `row` was read; whether it changed.
 pub(crate) async fn sync_status(
     st: &AppState,
     row: &mut SandboxRow,
     state: RunState,
-) -> Result<(), ServiceError> {
+) -> Result<bool, ServiceError> {
     let status = match state {
         RunState::Running | RunState::Paused => "running",
         RunState::Stopped => "stopped",
         RunState::Missing => "unknown",
     };
     if status == row.status {
-        return Ok(());
+        return Ok(false);
     }
     let stopped_at = if status == "stopped" {
         Some(row.stopped_at.clone().unwrap_or_else(now_rfc3339))
     } else {
         None
     };
-    let (id, s, sa) = (row.id.clone(), status.to_string(), stopped_at.clone());
-    st.store
-        .call(move |c| sandboxes::set_status(c, &id, &s, sa.as_deref()))
+    let (id, eid, from, s, sa) = (
+        row.id.clone(),
+        row.engine_id.clone(),
+        row.status.clone(),
+        status.to_string(),
+        stopped_at.clone(),
+    );
+    let changed = st
+        .store
+        .call(move |c| sandboxes::set_status_from(c, &id, &eid, &from, &s, sa.as_deref()))
         .await?;
-    row.status = status.into();
-    row.stopped_at = stopped_at;
-    Ok(())
+    if changed {
+        row.status = status.into();
+        row.stopped_at = stopped_at;
+    }
+    Ok(changed)
 }
 
 /// Destroys one of the caller's sandboxes (engine first, then the record).

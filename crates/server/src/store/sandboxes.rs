@@ -245,6 +245,22 @@ pub fn set_status(
     Ok(())
 }
 
+/// Updates the status (and `stopped_at`) only if the row still has status `from` and engine id
+/// `engine_id` (a stop, start or destroy since it was read wins); whether it did.
+pub fn set_status_from(
+    conn: &Connection,
+    id: &str,
+    engine_id: &str,
+    from: &str,
+    status: &str,
+    stopped_at: Option<&str>,
+) -> Result<bool, StoreError> {
+    Ok(conn.execute(
+        "UPDATE sandboxes SET status = ?4, stopped_at = ?5 WHERE id = ?1 AND engine_id = ?2 AND status = ?3",
+        params![id, engine_id, from, status, stopped_at],
+    )? == 1)
+}
+
 /// Deletes a row; false if it did not exist.
 pub fn delete(conn: &Connection, id: &str) -> Result<bool, StoreError> {
     Ok(conn.execute("DELETE FROM sandboxes WHERE id = ?1", [id])? == 1)

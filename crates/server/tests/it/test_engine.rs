@@ -178,4 +178,27 @@ impl Engine for TestEngine {
             .clone()
             .ok_or_else(|| EngineError::NotFound(engine_id.into()))
     }
+    /// Re-adopts the sandboxes it still has (in whatever state they are), like a real engine
+    /// after a daemon restart; the others are lost.
+    async fn recover(
+        &self,
+        sandboxes: Vec<SandboxSpec>,
+    ) -> Vec<(String, Result<Created, EngineError>)> {
+        let have = self.sandboxes.lock().unwrap().clone();
+        sandboxes
+            .into_iter()
+            .map(|s| {
+                let r = if have.contains_key(&s.id) {
+                    Ok(Created {
+                        engine_id: s.id.clone(),
+                        ip: Some("10.0.1.2".parse().unwrap()),
+                        meta: serde_json::json!({"pid": 42}),
+                    })
+                } else {
+                    Err(EngineError::NotFound(s.id.clone()))
+                };
+                (s.id, r)
+            })
+            .collect()
+    }
 }

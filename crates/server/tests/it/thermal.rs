@@ -509,3 +509,35 @@ async fn a_sandbox_that_died_is_listed_as_stopped_without_an_inspect() {
     assert_eq!(app.engine.count("pause"), 0, "a dead sandbox is not paused");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_sandbox_found_frozen_after_a_restart_is_woken_by_the_first_request() {
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let mut cfg = test_config(&dir);
+    fast(&mut cfg);
+    // No tick before the request: the request itself must notice the frozen sandbox.
+    cfg.thermal.tick_ms = 600_000;
+    let engine = Arc::new(TestEngine::default());
+    let l = crate::ops::Lohar::start().await;
+    *engine.agent.lock().unwrap() = Some(l.endpoint.clone());
+    let app = spawn_with(dir.clone(), cfg.clone(), engine.clone()).await;
+    let key = app.user("alice");
+    let (s, v) = app
+        .call(
+            Method::POST,
+            "/sandboxes",
+            Some(&key),
+            Some(json!({"name": "dev"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let eid = v["engine_id"].as_str().unwrap().to_string();
+    let dir = app.stop().await;
+    // Frozen while no daemon ran (the previous one paused it, then stopped).
+    engine.set_state(&eid, bhatti_engine::RunState::Paused);
+    let app = spawn_with(dir, cfg, engine.clone()).await;
+    let (s, v) = exec_echo(&app, &key).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(engine.count("resume"), 1, "the first request woke it");
+    app.stop().await;
+}
