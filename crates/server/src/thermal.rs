@@ -105,6 +105,17 @@ struct Inner {
     seen_dead: u8,
 }
 
+impl Inner {
+    /// Running again from now: a fresh idle period and CPU baseline.
+    fn set_hot(&mut self) {
+        self.temp = Temp::Hot;
+        self.last_active = Instant::now();
+        self.last_cpu = None;
+        self.warm_since = None;
+        self.reason = None;
+    }
+}
+
 struct Entry {
     inner: Mutex<Inner>,
     /// Host-side operations in progress (e.g. a quiet `exec sleep 60`): never cool meanwhile.
@@ -150,11 +161,7 @@ impl Thermal {
     pub fn started(&self, id: &str) {
         let e = self.entry(id);
         let mut i = lock(&e);
-        i.temp = Temp::Hot;
-        i.last_active = Instant::now();
-        i.last_cpu = None;
-        i.warm_since = None;
-        i.reason = None;
+        i.set_hot();
         i.known = true;
         i.seen_dead = 0;
     }
@@ -236,12 +243,7 @@ pub async fn ensure_hot(st: &AppState, row: &SandboxRow) -> Result<Busy, Service
             return Ok(None);
         }
         st.engine.resume(&row.engine_id).await?;
-        let mut i = lock(&entry);
-        i.temp = Temp::Hot;
-        i.last_active = Instant::now();
-        i.last_cpu = None;
-        i.warm_since = None;
-        i.reason = None;
+        lock(&entry).set_hot();
         Ok::<_, bhatti_engine::EngineError>(Some(from))
     })
     .await;

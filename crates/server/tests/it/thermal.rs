@@ -28,9 +28,19 @@ async fn setup(
     with_lohar: bool,
     extra: Value,
 ) -> (TestApp, String, String, Option<crate::ops::Lohar>) {
+    setup_with(with_lohar, extra, |_| {}).await
+}
+
+/// [`setup`], with `tweak` applied to the config after the fast timings.
+async fn setup_with(
+    with_lohar: bool,
+    extra: Value,
+    tweak: impl FnOnce(&mut ServerConfig),
+) -> (TestApp, String, String, Option<crate::ops::Lohar>) {
     let dir = Arc::new(tempfile::tempdir().unwrap());
     let mut cfg = test_config(&dir);
     fast(&mut cfg);
+    tweak(&mut cfg);
     let engine = Arc::new(TestEngine::default());
     let l = if with_lohar {
         let l = crate::ops::Lohar::start().await;
@@ -512,29 +522,16 @@ async fn a_sandbox_that_died_is_listed_as_stopped_without_an_inspect() {
 
 #[tokio::test]
 async fn a_sandbox_found_frozen_after_a_restart_is_woken_by_the_first_request() {
-    let dir = Arc::new(tempfile::tempdir().unwrap());
-    let mut cfg = test_config(&dir);
-    fast(&mut cfg);
     // No tick before the request: the request itself must notice the frozen sandbox.
-    cfg.thermal.tick_ms = 600_000;
-    let engine = Arc::new(TestEngine::default());
-    let l = crate::ops::Lohar::start().await;
-    *engine.agent.lock().unwrap() = Some(l.endpoint.clone());
-    let app = spawn_with(dir.clone(), cfg.clone(), engine.clone()).await;
-    let key = app.user("alice");
-    let (s, v) = app
-        .call(
-            Method::POST,
-            "/sandboxes",
-            Some(&key),
-            Some(json!({"name": "dev"})),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
-    let eid = v["engine_id"].as_str().unwrap().to_string();
+    let slow_ticks = |c: &mut ServerConfig| c.thermal.tick_ms = 600_000;
+    let (app, key, eid, _l) = setup_with(true, json!({}), slow_ticks).await;
+    let engine = app.engine.clone();
     let dir = app.stop().await;
     // Frozen while no daemon ran (the previous one paused it, then stopped).
     engine.set_state(&eid, bhatti_engine::RunState::Paused);
+    let mut cfg = test_config(&dir);
+    fast(&mut cfg);
+    slow_ticks(&mut cfg);
     let app = spawn_with(dir, cfg, engine.clone()).await;
     let (s, v) = exec_echo(&app, &key).await;
     assert_eq!(s, StatusCode::OK, "{v}");
