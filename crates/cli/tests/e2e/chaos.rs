@@ -206,6 +206,34 @@ fn daemon_sigkill_at_random_points_keeps_the_invariants() {
 
 /// lohar (PID 1 of the sandbox) killed from the host: the sandbox is reported as not running,
 /// exec fails quickly with a clear error instead of hanging, and destroy still cleans up.
+/// SIGKILLs the lohar (PID 1) of sandbox `name`: the `lohar` process in the cgroup named after
+/// its id.
+fn kill_lohar(d: &Daemon, name: &str) {
+    let id = d
+        .list()
+        .iter()
+        .find(|s| s["name"] == name)
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .unwrap();
+    // Its lohar: the `lohar` process in the cgroup named after its id.
+    let lohar = d
+        .leftovers(false)
+        .processes
+        .iter()
+        .filter(|p| p.ends_with(" lohar"))
+        .map(|p| p.split(' ').next().unwrap().to_string())
+        .find(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+                .is_ok_and(|c| c.contains(&format!("/{}/{id}", d.cgroup_parent)))
+        })
+        .unwrap_or_else(|| panic!("{name}'s lohar on the host"));
+    let status = std::process::Command::new("kill")
+        .args(["-9", &lohar])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
 #[test]
 fn lohar_killed_sandbox_is_reported_and_destroy_cleans_up() {
     require_e2e!();
@@ -217,29 +245,7 @@ fn lohar_killed_sandbox_is_reported_and_destroy_cleans_up() {
     d.ok(&[
         "create", "--name", "other", "--image", "tiny", "--memory", "256",
     ]);
-    let id = d
-        .list()
-        .iter()
-        .find(|s| s["name"] == "victim")
-        .map(|s| s["id"].as_str().unwrap().to_string())
-        .unwrap();
-    // lohar of the victim: the `lohar` process in the cgroup named after its id.
-    let lohar = d
-        .leftovers(false)
-        .processes
-        .iter()
-        .filter(|p| p.ends_with(" lohar"))
-        .map(|p| p.split(' ').next().unwrap().to_string())
-        .find(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
-                .is_ok_and(|c| c.contains(&format!("/{}/{id}", d.cgroup_parent)))
-        })
-        .expect("victim's lohar on the host");
-    let status = std::process::Command::new("kill")
-        .args(["-9", &lohar])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    kill_lohar(&d, "victim");
     // The list shows it without an inspect or exec first (the thermal manager's check of an
     // idle sandbox whose agent does not answer asks the engine).
     let t0 = Instant::now();
@@ -281,6 +287,18 @@ fn lohar_killed_sandbox_is_reported_and_destroy_cleans_up() {
         info["status"],
         err.trim()
     );
+    // An exec right after the agent died: a conflict that says the sandbox is not running
+    // (recorded by the exec itself, or by the thermal manager if it got there first), not a
+    // gateway error to retry.
+    d.ok(&[
+        "create", "--name", "victim2", "--image", "tiny", "--memory", "256",
+    ]);
+    kill_lohar(&d, "victim2");
+    let (c, _, err) = d.cli(&["exec", "victim2", "--", "echo", "ok"]);
+    assert_ne!(c, 0);
+    assert!(err.contains("Conflict"), "{err}");
+    eprintln!("exec right after lohar died: {}", err.trim());
+    d.ok(&["destroy", "victim2", "-y"]);
     // The neighbour is unaffected.
     let (c, out, _) = d.cli(&["exec", "other", "--", "echo", "ok"]);
     assert_eq!((c, out.trim()), (0, "ok"));

@@ -118,9 +118,12 @@ pub async fn exec(
     stream: bool,
 ) -> Result<ExecOutcome, ServiceError> {
     let plan = plan(req)?;
-    let (_, agent, busy) = sandboxes::agent(st, user, id_or_name).await?;
+    let (row, agent, busy) = sandboxes::agent(st, user, id_or_name).await?;
     if plan.detach {
-        let r = agent.exec_detached(&plan.req).await?;
+        let r = match agent.exec_detached(&plan.req).await {
+            Ok(r) => r,
+            Err(e) => return Err(sandboxes::agent_error(st, &row, e).await),
+        };
         return Ok(ExecOutcome::Detached(ExecResult {
             pid: Some(r.pid),
             output_file: Some(r.output_file),
@@ -129,7 +132,10 @@ pub async fn exec(
         }));
     }
     // Connect before answering, so that failures still get a proper status.
-    let ch = agent.exec_stream(&plan.req).await?;
+    let ch = match agent.exec_stream(&plan.req).await {
+        Ok(ch) => ch,
+        Err(e) => return Err(sandboxes::agent_error(st, &row, e).await),
+    };
     let (tx, rx) = mpsc::channel(64);
     // A running exec keeps the sandbox hot even when it is quiet (lohar only counts its start).
     tokio::spawn(async move {

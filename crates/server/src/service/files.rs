@@ -105,7 +105,7 @@ pub async fn read(
     q: &FileQuery,
 ) -> Result<FileDownload, ServiceError> {
     let path = require_path(q)?.to_string();
-    let (_, agent, busy) = sandboxes::agent(st, user, id_or_name).await?;
+    let (row, agent, busy) = sandboxes::agent(st, user, id_or_name).await?;
     let req = FileReadRequest {
         path,
         offset: q.offset,
@@ -113,7 +113,10 @@ pub async fn read(
         max_bytes: q.max_bytes,
     };
     let line_mode = req.line_mode();
-    let reader = agent.read_file(&req).await?;
+    let reader = match agent.read_file(&req).await {
+        Ok(r) => r,
+        Err(e) => return Err(sandboxes::agent_error(st, &row, e).await),
+    };
     Ok(FileDownload {
         size: reader.header.size,
         line_mode,
@@ -130,8 +133,11 @@ pub async fn stat(
     q: &FileQuery,
 ) -> Result<FileInfo, ServiceError> {
     let path = require_path(q)?.to_string();
-    let (_, agent, _busy) = sandboxes::agent(st, user, id_or_name).await?;
-    Ok(agent.stat(&path).await?)
+    let (row, agent, _busy) = sandboxes::agent(st, user, id_or_name).await?;
+    match agent.stat(&path).await {
+        Ok(info) => Ok(info),
+        Err(e) => Err(sandboxes::agent_error(st, &row, e).await),
+    }
 }
 
 /// Lists a directory (capped at 10 000 entries plus a sentinel entry).
@@ -142,10 +148,12 @@ pub async fn ls(
     q: &FileQuery,
 ) -> Result<Vec<FileEntry>, ServiceError> {
     let path = require_path(q)?.to_string();
-    let (_, agent, _busy) = sandboxes::agent(st, user, id_or_name).await?;
-    Ok(agent
-        .ls(&path)
-        .await?
+    let (row, agent, _busy) = sandboxes::agent(st, user, id_or_name).await?;
+    let entries = match agent.ls(&path).await {
+        Ok(v) => v,
+        Err(e) => return Err(sandboxes::agent_error(st, &row, e).await),
+    };
+    Ok(entries
         .into_iter()
         .map(|f| FileEntry {
             name: f.name,
@@ -179,17 +187,15 @@ pub async fn write<R: AsyncRead + Unpin>(
             "file too large: {size} bytes (max {MAX_FILE_WRITE_BYTES})"
         )));
     }
-    let (_, agent, _busy) = sandboxes::agent(st, user, id_or_name).await?;
-    agent
-        .write_file(&path, mode, size, body)
-        .await
-        .map_err(|e| match e {
-            // The HTTP body broke or ended early: the client's fault, and nothing was written.
-            AgentError::Unexpected(m) if m.contains("upload source") => {
-                invalid(format!("request body ended early or failed: {m}"))
-            }
-            e => e.into(),
-        })
+    let (row, agent, _busy) = sandboxes::agent(st, user, id_or_name).await?;
+    match agent.write_file(&path, mode, size, body).await {
+        Ok(()) => Ok(()),
+        // The HTTP body broke or ended early: the client's fault, and nothing was written.
+        Err(AgentError::Unexpected(m)) if m.contains("upload source") => {
+            Err(invalid(format!("request body ended early or failed: {m}")))
+        }
+        Err(e) => Err(sandboxes::agent_error(st, &row, e).await),
+    }
 }
 
 #[cfg(test)]

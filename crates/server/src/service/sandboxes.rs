@@ -808,6 +808,40 @@ pub(crate) async fn sync_status(
     Ok(changed)
 }
 
+/// The error for an agent operation on `row` that failed. When lohar could not be reached or
+/// the connection broke, and the engine says the sandbox is gone (its processes all ended), the
+/// record says so from now on and the caller gets 409 "not running" rather than a gateway
+/// error it could only retry.
+pub(crate) async fn agent_error(
+    st: &AppState,
+    row: &SandboxRow,
+    e: bhatti_engine::agent::AgentError,
+) -> ServiceError {
+    use bhatti_engine::agent::AgentError;
+    if matches!(e, AgentError::Remote(_) | AgentError::Unexpected(_)) {
+        return e.into();
+    }
+    match st.engine.state(&row.engine_id).await {
+        Ok(state @ (RunState::Stopped | RunState::Missing)) => {
+            let mut r = row.clone();
+            if let Err(se) = sync_status(st, &mut r, state).await {
+                tracing::warn!(sandbox = %row.id, error = %se, "recording a dead sandbox failed");
+            }
+            ServiceError::NotRunning(match state {
+                RunState::Stopped => format!(
+                    "sandbox {:?} is stopped: its processes ended (bhatti start {})",
+                    row.name, row.name
+                ),
+                _ => format!(
+                    "sandbox {:?} is not running: its engine no longer has it (status: unknown)",
+                    row.name
+                ),
+            })
+        }
+        _ => e.into(),
+    }
+}
+
 /// Destroys one of the caller's sandboxes (engine first, then the record).
 pub async fn destroy(st: &AppState, user: &UserRow, id_or_name: &str) -> Result<(), ServiceError> {
     let row = lookup(st, user, id_or_name).await?;

@@ -119,6 +119,15 @@ impl TestApp {
         (status, v)
     }
 
+    /// `POST /sandboxes` with `body` as `key`, which must answer 201; the new sandbox.
+    pub async fn create(&self, key: &str, body: Value) -> Value {
+        let (s, v) = self
+            .call(Method::POST, "/sandboxes", Some(key), Some(body))
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        v
+    }
+
     /// Stops the daemon gracefully; the data dir stays.
     pub async fn stop(mut self) -> Arc<TempDir> {
         if let Some(tx) = self.stop.take() {

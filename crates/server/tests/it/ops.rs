@@ -95,15 +95,7 @@ pub(crate) async fn setup(user: &str) -> (TestApp, Lohar, String) {
     let lohar = Lohar::start().await;
     *app.engine.agent.lock().unwrap() = Some(lohar.endpoint.clone());
     let key = app.user(user);
-    let (s, v) = app
-        .call(
-            Method::POST,
-            "/sandboxes",
-            Some(&key),
-            Some(json!({"name": "dev"})),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
+    app.create(&key, json!({"name": "dev"})).await;
     (app, lohar, key)
 }
 

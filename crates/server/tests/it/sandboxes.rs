@@ -394,3 +394,33 @@ async fn secrets_are_injected_into_the_environment() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn an_operation_on_a_sandbox_that_died_is_409_and_records_it() {
+    let app = spawn_app().await;
+    let key = app.user("alice");
+    let v = app.create(&key, json!({"name": "dev"})).await;
+    let eid = v["engine_id"].as_str().unwrap().to_string();
+    // Its agent is gone (nothing listens) and the engine sees its processes ended.
+    let gone = app.dir.path().join("no-such-lohar.sock");
+    *app.engine.agent.lock().unwrap() = Some(bhatti_engine::AgentEndpoint::Unix {
+        control: gone.clone(),
+        forward: gone,
+        token: None,
+    });
+    app.engine.set_state(&eid, bhatti_engine::RunState::Stopped);
+    let (s, v) = app
+        .call(
+            Method::POST,
+            "/sandboxes/dev/exec",
+            Some(&key),
+            Some(json!({"cmd": ["true"]})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    assert!(err_of(&v).contains("its processes ended"), "{v}");
+    // Recorded: the list says so without an inspect.
+    let (_, list) = app.call(Method::GET, "/sandboxes", Some(&key), None).await;
+    assert_eq!(list[0]["status"], "stopped", "{list}");
+    app.stop().await;
+}

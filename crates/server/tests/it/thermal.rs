@@ -147,24 +147,9 @@ async fn idle_goes_warm_exec_wakes_and_events_are_recorded() {
 
 #[tokio::test]
 async fn snapshot_capable_engine_goes_cold_and_wakes_from_cold() {
-    let dir = Arc::new(tempfile::tempdir().unwrap());
-    let mut cfg = test_config(&dir);
-    fast(&mut cfg);
-    let engine = Arc::new(TestEngine::default());
-    engine.snapshots.store(true, Ordering::SeqCst);
-    let l = crate::ops::Lohar::start().await;
-    *engine.agent.lock().unwrap() = Some(l.endpoint.clone());
-    let app = spawn_with(dir, cfg, engine).await;
-    let key = app.user("alice");
-    let (s, v) = app
-        .call(
-            Method::POST,
-            "/sandboxes",
-            Some(&key),
-            Some(json!({"name": "dev"})),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let (app, key, _eid, _l) = setup(true, json!({})).await;
+    // Asked when the sandbox has been warm for cold_after_ms, well after this.
+    app.engine.snapshots.store(true, Ordering::SeqCst);
     assert!(
         wait_thermal(&app, &key, "cold", Duration::from_secs(5)).await,
         "never went cold"
