@@ -178,7 +178,7 @@ impl Server {
             web_shells: Arc::default(),
         };
         // The store is the truth: bring the engine in line before serving anything.
-        match crate::service::sandboxes::recover(&state).await {
+        match crate::service::recovery::recover(&state).await {
             Ok(r) if r.recovered + r.lost > 0 => {
                 tracing::info!(
                     recovered = r.recovered,

@@ -13,7 +13,7 @@
 //! background job keeps it hot). `keep_hot` sandboxes never cool.
 //!
 //! Every operation that needs the sandbox calls [`ensure_hot`] (through
-//! `service::sandboxes::agent`) and holds the [`Busy`] it returns until the operation ends, so a
+//! `service::agent::open`) and holds the [`Busy`] it returns until the operation ends, so a
 //! sandbox is never frozen under a request in flight; concurrent wakes of one sandbox coalesce
 //! behind a per-sandbox async mutex (which pausing and snapshotting hold too), and a wake is
 //! bounded by `thermal.wake_timeout_ms`.

@@ -231,7 +231,7 @@ async fn create_inner(st: &E2bState, headers: &HeaderMap, body: &[u8]) -> Result
     meta.auto_pause.store(auto_pause, Ordering::SeqCst);
     st.save().await;
     // E2B code expects its user's home; it is created owned by the sandbox user.
-    if let Ok((_, agent, _busy)) = svc::agent(&st.app, &user, &row.id).await {
+    if let Ok((_, agent, _busy)) = crate::service::agent::open(&st.app, &user, &row.id).await {
         let req = bhatti_proto::msg::FsRequest {
             op: bhatti_proto::msg::FsOp::Mkdir,
             path: tpl.home.clone(),

@@ -558,7 +558,7 @@ impl Sbx {
         &self,
         st: &E2bState,
     ) -> Result<(bhatti_engine::agent::AgentClient, crate::thermal::Busy), connect::RpcError> {
-        let (_, a, busy) = crate::service::sandboxes::agent(&st.app, &self.user, &self.row.id)
+        let (_, a, busy) = crate::service::agent::open(&st.app, &self.user, &self.row.id)
             .await
             .map_err(rpc_of_service)?;
         if self

@@ -53,7 +53,7 @@ pub async fn shell_ws(
     Ws(ws): Ws,
 ) -> Result<Response, ApiError> {
     // One lookup gives both the agent and the sandbox id the session event names.
-    let (row, agent, busy) = crate::service::sandboxes::agent(&st, &user, &id).await?;
+    let (row, agent, busy) = crate::service::agent::open(&st, &user, &id).await?;
     let sandbox = row.id;
     Ok(ws.on_upgrade(move |socket| async move {
         let _busy = busy;

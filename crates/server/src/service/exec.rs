@@ -15,7 +15,7 @@ use bhatti_engine::agent::{
 };
 use tokio::sync::mpsc;
 
-use super::sandboxes;
+use super::agent;
 use super::ServiceError;
 use crate::ids;
 use crate::state::AppState;
@@ -118,11 +118,11 @@ pub async fn exec(
     stream: bool,
 ) -> Result<ExecOutcome, ServiceError> {
     let plan = plan(req)?;
-    let (row, agent, busy) = sandboxes::agent(st, user, id_or_name).await?;
+    let (row, agent, busy) = agent::open(st, user, id_or_name).await?;
     if plan.detach {
         let r = match agent.exec_detached(&plan.req).await {
             Ok(r) => r,
-            Err(e) => return Err(sandboxes::agent_error(st, &row, e).await),
+            Err(e) => return Err(agent::failed(st, &row, e).await),
         };
         return Ok(ExecOutcome::Detached(ExecResult {
             pid: Some(r.pid),
@@ -134,7 +134,7 @@ pub async fn exec(
     // Connect before answering, so that failures still get a proper status.
     let ch = match agent.exec_stream(&plan.req).await {
         Ok(ch) => ch,
-        Err(e) => return Err(sandboxes::agent_error(st, &row, e).await),
+        Err(e) => return Err(agent::failed(st, &row, e).await),
     };
     let (tx, rx) = mpsc::channel(64);
     // A running exec keeps the sandbox hot even when it is quiet (lohar only counts its start).

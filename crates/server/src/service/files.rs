@@ -9,7 +9,7 @@ use bhatti_engine::agent::{AgentError, FileReader};
 use bhatti_proto::msg::{FileInfo, FileReadRequest};
 use tokio::io::AsyncRead;
 
-use super::sandboxes;
+use super::agent;
 use super::ServiceError;
 use crate::state::AppState;
 use crate::store::users::UserRow;
@@ -105,7 +105,7 @@ pub async fn read(
     q: &FileQuery,
 ) -> Result<FileDownload, ServiceError> {
     let path = require_path(q)?.to_string();
-    let (row, agent, busy) = sandboxes::agent(st, user, id_or_name).await?;
+    let (row, agent, busy) = agent::open(st, user, id_or_name).await?;
     let req = FileReadRequest {
         path,
         offset: q.offset,
@@ -115,7 +115,7 @@ pub async fn read(
     let line_mode = req.line_mode();
     let reader = match agent.read_file(&req).await {
         Ok(r) => r,
-        Err(e) => return Err(sandboxes::agent_error(st, &row, e).await),
+        Err(e) => return Err(agent::failed(st, &row, e).await),
     };
     Ok(FileDownload {
         size: reader.header.size,
@@ -133,10 +133,10 @@ pub async fn stat(
     q: &FileQuery,
 ) -> Result<FileInfo, ServiceError> {
     let path = require_path(q)?.to_string();
-    let (row, agent, _busy) = sandboxes::agent(st, user, id_or_name).await?;
+    let (row, agent, _busy) = agent::open(st, user, id_or_name).await?;
     match agent.stat(&path).await {
         Ok(info) => Ok(info),
-        Err(e) => Err(sandboxes::agent_error(st, &row, e).await),
+        Err(e) => Err(agent::failed(st, &row, e).await),
     }
 }
 
@@ -148,10 +148,10 @@ pub async fn ls(
     q: &FileQuery,
 ) -> Result<Vec<FileEntry>, ServiceError> {
     let path = require_path(q)?.to_string();
-    let (row, agent, _busy) = sandboxes::agent(st, user, id_or_name).await?;
+    let (row, agent, _busy) = agent::open(st, user, id_or_name).await?;
     let entries = match agent.ls(&path).await {
         Ok(v) => v,
-        Err(e) => return Err(sandboxes::agent_error(st, &row, e).await),
+        Err(e) => return Err(agent::failed(st, &row, e).await),
     };
     Ok(entries
         .into_iter()
@@ -187,14 +187,14 @@ pub async fn write<R: AsyncRead + Unpin>(
             "file too large: {size} bytes (max {MAX_FILE_WRITE_BYTES})"
         )));
     }
-    let (row, agent, _busy) = sandboxes::agent(st, user, id_or_name).await?;
+    let (row, agent, _busy) = agent::open(st, user, id_or_name).await?;
     match agent.write_file(&path, mode, size, body).await {
         Ok(()) => Ok(()),
         // The HTTP body broke or ended early: the client's fault, and nothing was written.
         Err(AgentError::Unexpected(m)) if m.contains("upload source") => {
             Err(invalid(format!("request body ended early or failed: {m}")))
         }
-        Err(e) => Err(sandboxes::agent_error(st, &row, e).await),
+        Err(e) => Err(agent::failed(st, &row, e).await),
     }
 }
 

@@ -1,9 +1,11 @@
 //! Domain logic behind the HTTP handlers; no axum types here.
 
+pub mod agent;
 pub mod exec;
 pub mod files;
 pub mod proxy;
 pub mod publish;
+pub mod recovery;
 pub mod sandboxes;
 pub mod secrets;
 pub mod sessions;

@@ -3,7 +3,7 @@
 
 use bhatti_engine::agent::BoxedStream;
 
-use super::sandboxes;
+use super::agent;
 use super::ServiceError;
 use crate::state::AppState;
 use crate::store::sandboxes::SandboxRow;
@@ -41,7 +41,7 @@ pub async fn sandbox_tunnel(
     id_or_name: &str,
     port: u16,
 ) -> Result<(SandboxRow, Result<BoxedStream, AgentError>, Busy), ServiceError> {
-    let (row, agent, busy) = sandboxes::agent(st, user, id_or_name).await?;
+    let (row, agent, busy) = agent::open(st, user, id_or_name).await?;
     let tunnel = agent.forward(port).await;
     Ok((row, tunnel, busy))
 }

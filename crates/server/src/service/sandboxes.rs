@@ -20,7 +20,6 @@ use crate::store::events::{self, NewEvent};
 use crate::store::now_rfc3339;
 use crate::store::sandboxes::{self, LaunchParams, SandboxRow, STATUS_CREATING, STATUS_FAILED};
 use crate::store::users::UserRow;
-use crate::thermal::Busy;
 use crate::validate;
 
 /// Default CPUs.
@@ -338,102 +337,6 @@ async fn finish_create(
     Ok(out.to_api())
 }
 
-/// What startup recovery did.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Recovery {
-    /// Sandboxes running again (adopted or restarted).
-    pub recovered: usize,
-    /// Sandboxes marked `unknown`.
-    pub lost: usize,
-}
-
-/// At startup: asks the engine to adopt or restart every sandbox the store says should run.
-/// Those it cannot bring back become `unknown` (reason logged and recorded as an event) — never
-/// silently dropped; a later start tries them again.
-pub async fn recover(st: &AppState) -> Result<Recovery, ServiceError> {
-    let rows = st.store.call(|c| sandboxes::to_recover(c)).await?;
-    let owners: BTreeMap<String, UserRow> = st
-        .store
-        .call(|c| crate::store::users::list_with_counts(c))
-        .await?
-        .into_iter()
-        .map(|(u, _)| (u.id.clone(), u))
-        .collect();
-    let mut specs = Vec::with_capacity(rows.len());
-    for row in &rows {
-        specs.push(restart_spec(st, row, owners.get(&row.created_by)).await);
-    }
-    let results = st.engine.recover(specs).await;
-    let mut report = Recovery::default();
-    for (engine_id, result) in results {
-        let Some(row) = rows.iter().find(|r| r.engine_id == engine_id) else {
-            continue;
-        };
-        let id = row.id.clone();
-        match result {
-            Ok(c) => {
-                let ip = c.ip.map(|i| i.to_string()).unwrap_or_default();
-                st.store
-                    .call(move |conn| {
-                        sandboxes::mark_created(conn, &id, &c.engine_id, &ip, &c.meta, "running")
-                    })
-                    .await?;
-                report.recovered += 1;
-            }
-            // The engine cannot run anything on this host now: leave the records as they are.
-            Err(bhatti_engine::EngineError::Unavailable { .. }) => {}
-            Err(e) => {
-                tracing::error!(sandbox = %row.id, error = %e, "sandbox could not be recovered");
-                let ev = NewEvent::new(
-                    "sandbox.recovery_failed",
-                    &row.created_by,
-                    &row.id,
-                    json!({"name": row.name, "error": e.to_string()}),
-                );
-                st.store
-                    .call(move |conn| {
-                        sandboxes::set_status(conn, &id, "unknown", None)?;
-                        events::insert(conn, &[ev])
-                    })
-                    .await?;
-                report.lost += 1;
-            }
-        }
-    }
-    Ok(report)
-}
-
-/// The spec to start a sandbox again over its kept filesystem: env and secrets re-resolved
-/// from the store (only secret names are kept there).
-async fn restart_spec(st: &AppState, row: &SandboxRow, owner: Option<&UserRow>) -> SandboxSpec {
-    let mut env = row.launch.env.clone();
-    if let Some(owner) = owner {
-        for name in &row.launch.secrets {
-            // A secret deleted since create is left out rather than blocking the restart.
-            match secret_svc::resolve(st, owner, vec![name.clone()]).await {
-                Ok(v) => env.extend(v),
-                Err(e) => {
-                    tracing::warn!(sandbox = %row.id, secret = %name, error = %e, "secret not injected on restart")
-                }
-            }
-        }
-    }
-    SandboxSpec {
-        id: row.engine_id.clone(),
-        name: row.name.clone(),
-        user_id: row.created_by.clone(),
-        subnet_index: row.subnet_index,
-        image: row.image.clone(),
-        cpus: row.cpus,
-        memory_mb: row.memory_mb,
-        env,
-        files: Vec::new(),
-        init: row.launch.init.clone(),
-        agent_token: row.agent_token.clone(),
-        engine: row.engine.clone(),
-    }
-}
-
 /// The engine a create asks for, checked against those the daemon enables (400 otherwise);
 /// none asked: the daemon's default.
 fn engine_for_create(st: &AppState, asked: Option<&str>) -> Result<&'static str, ServiceError> {
@@ -534,7 +437,7 @@ pub async fn start(
             row.name, row.status
         )));
     }
-    let spec = restart_spec(st, &row, Some(user)).await;
+    let spec = super::recovery::restart_spec(st, &row, Some(user)).await;
     let c = st.engine.start(&spec).await?;
     st.thermal.started(&row.id);
     let ev = NewEvent::new(
@@ -706,7 +609,7 @@ fn with_thermal(st: &AppState, s: &mut Sandbox) {
     }
 }
 
-async fn lookup(
+pub(super) async fn lookup(
     st: &AppState,
     user: &UserRow,
     id_or_name: &str,
@@ -716,38 +619,6 @@ async fn lookup(
         .call(move |c| sandboxes::by_ref(c, &uid, &r))
         .await?
         .ok_or_else(|| ServiceError::NotFound("not found".into()))
-}
-
-/// One of the caller's running sandboxes and a client of its agent (every in-sandbox operation
-/// starts here). Not running → 409; unknown or another user's → 404.
-pub(crate) async fn agent(
-    st: &AppState,
-    user: &UserRow,
-    id_or_name: &str,
-) -> Result<(SandboxRow, bhatti_engine::agent::AgentClient, Busy), ServiceError> {
-    let row = lookup(st, user, id_or_name).await?;
-    if row.status == "stopped" {
-        return Err(ServiceError::NotRunning(format!(
-            "sandbox {:?} is stopped (bhatti start {})",
-            row.name, row.name
-        )));
-    }
-    if row.status != "running" || row.engine_id.is_empty() {
-        return Err(ServiceError::NotRunning(format!(
-            "sandbox {:?} is not running (status: {})",
-            row.name, row.status
-        )));
-    }
-    let endpoint = st.engine.agent(&row.engine_id).await.map_err(|e| match e {
-        bhatti_engine::EngineError::NotFound(_) => {
-            ServiceError::NotRunning(format!("sandbox {:?} is not running", row.name))
-        }
-        e => e.into(),
-    })?;
-    // Transparent wake: a warm (or cold) sandbox is brought back before it is used, and stays
-    // hot while the caller holds the `Busy`.
-    let busy = crate::thermal::ensure_hot(st, &row).await?;
-    Ok((row, bhatti_engine::agent::AgentClient::new(endpoint), busy))
 }
 
 /// One of the caller's sandboxes by id or name, its status refreshed from the engine.
@@ -806,40 +677,6 @@ pub(crate) async fn sync_status(
         row.stopped_at = stopped_at;
     }
     Ok(changed)
-}
-
-/// The error for an agent operation on `row` that failed. When lohar could not be reached or
-/// the connection broke, and the engine says the sandbox is gone (its processes all ended), the
-/// record says so from now on and the caller gets 409 "not running" rather than a gateway
-/// error it could only retry.
-pub(crate) async fn agent_error(
-    st: &AppState,
-    row: &SandboxRow,
-    e: bhatti_engine::agent::AgentError,
-) -> ServiceError {
-    use bhatti_engine::agent::AgentError;
-    if matches!(e, AgentError::Remote(_) | AgentError::Unexpected(_)) {
-        return e.into();
-    }
-    match st.engine.state(&row.engine_id).await {
-        Ok(state @ (RunState::Stopped | RunState::Missing)) => {
-            let mut r = row.clone();
-            if let Err(se) = sync_status(st, &mut r, state).await {
-                tracing::warn!(sandbox = %row.id, error = %se, "recording a dead sandbox failed");
-            }
-            ServiceError::NotRunning(match state {
-                RunState::Stopped => format!(
-                    "sandbox {:?} is stopped: its processes ended (bhatti start {})",
-                    row.name, row.name
-                ),
-                _ => format!(
-                    "sandbox {:?} is not running: its engine no longer has it (status: unknown)",
-                    row.name
-                ),
-            })
-        }
-        _ => e.into(),
-    }
 }
 
 /// Destroys one of the caller's sandboxes (engine first, then the record).

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 
 use bhatti_api::{Port, Session};
 
-use super::sandboxes;
+use super::agent;
 use super::ServiceError;
 use crate::state::AppState;
 use crate::store::users::UserRow;
@@ -21,7 +21,7 @@ pub async fn list(
     user: &UserRow,
     id_or_name: &str,
 ) -> Result<Vec<Session>, ServiceError> {
-    let (_, agent, _busy) = sandboxes::agent(st, user, id_or_name).await?;
+    let (_, agent, _busy) = agent::open(st, user, id_or_name).await?;
     let mut v: Vec<Session> = agent
         .list_sessions()
         .await?
@@ -47,7 +47,7 @@ pub async fn kill(
     id_or_name: &str,
     session_id: &str,
 ) -> Result<(), ServiceError> {
-    let (_, agent, _busy) = sandboxes::agent(st, user, id_or_name).await?;
+    let (_, agent, _busy) = agent::open(st, user, id_or_name).await?;
     agent.kill_session(session_id).await.map_err(|e| {
         if e.is_not_found() {
             ServiceError::NotFound(format!("session {session_id:?} not found"))
@@ -63,7 +63,7 @@ pub async fn ports(
     user: &UserRow,
     id_or_name: &str,
 ) -> Result<Vec<Port>, ServiceError> {
-    let (row, agent, _busy) = sandboxes::agent(st, user, id_or_name).await?;
+    let (row, agent, _busy) = agent::open(st, user, id_or_name).await?;
     let mut ports = BTreeSet::new();
     for file in ["/proc/net/tcp", "/proc/net/tcp6"] {
         match agent.read_file_all(file).await {

@@ -8,7 +8,7 @@
 use bhatti_engine::agent::{AgentChannel, AgentClient, AgentError, AgentEvent};
 use bhatti_proto::msg::ExecRequest;
 
-use super::sandboxes;
+use super::agent;
 use super::ServiceError;
 use crate::state::AppState;
 use crate::store::users::UserRow;
@@ -23,7 +23,7 @@ pub async fn prepare(
     user: &UserRow,
     id_or_name: &str,
 ) -> Result<(AgentClient, crate::thermal::Busy), ServiceError> {
-    let (_, agent, busy) = sandboxes::agent(st, user, id_or_name).await?;
+    let (_, agent, busy) = agent::open(st, user, id_or_name).await?;
     Ok((agent, busy))
 }
 
