@@ -1,160 +1,30 @@
 //! The `vm` engine itself: create, destroy, warm (vCPUs stopped) and cold (memory on disk,
-//! no VMM process) states, stop/start, and recovery after a daemon restart.
+//! no VMM process) states, stop/start. Recovery after a daemon restart is in `recover.rs`.
 
 use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use super::cache::{remove_unused_bases, remove_unused_initramfs};
+use super::config::{check_host, modules_dir_for, VmConfig};
 use super::vmm::{probe_kvm, Accel, Qemu, VmLaunch, Vmm};
 use super::{disk, initramfs};
+#[path = "recover.rs"]
+mod recover;
 use crate::agent::AgentClient;
 use crate::cgroups::{Cgroup, Cgroups, Limits};
 use crate::error::io;
 use crate::idle_meter::IdleMeter;
 use crate::image::ImageStore;
 use crate::namespace::{CONTROL_PORT, FORWARD_PORT};
-use crate::net::{NetConfig, Network};
+use crate::net::Network;
 use crate::sandbox_dir::valid_key;
 use crate::spec::{AgentEndpoint, Capabilities, Created, RunState, SandboxSpec};
 use crate::{Engine, EngineError};
-
-/// Configuration of the vm engine.
-#[derive(Debug, Clone)]
-pub struct VmConfig {
-    /// Where sandbox directories live (`<dir>/<engine id>/`: overlay, config disk, QMP socket,
-    /// memory snapshot).
-    pub sandboxes_dir: PathBuf,
-    /// Cache of base disks and the initramfs.
-    pub cache_dir: PathBuf,
-    /// The image store directory.
-    pub images_dir: PathBuf,
-    /// The static lohar binary (the initramfs's `/init`).
-    pub lohar: PathBuf,
-    /// Guest kernel (bzImage).
-    pub kernel: PathBuf,
-    /// The kernel's module directory (`…/lib/modules/<version>`, with `modules.dep`); `None`
-    /// derives it from the kernel's file name (see [`modules_dir_for`]).
-    pub modules_dir: Option<PathBuf>,
-    /// Modules lohar loads in the guest (dependencies added from `modules.dep`).
-    pub modules: Vec<String>,
-    /// The QEMU binary.
-    pub qemu: PathBuf,
-    /// Accelerator; `None` probes (KVM when usable, else TCG with a warning).
-    pub accel: Option<Accel>,
-    /// Size of each image's base ext4 (sparse), hence of every sandbox's root filesystem.
-    pub disk_size_mb: u64,
-    /// Memory QEMU may use beyond guest RAM (its own code, device state, I/O buffers).
-    pub memory_overhead_mb: u64,
-    /// TCG translation cache size in MiB (counted in the cgroup's cap under TCG).
-    pub tcg_tb_mb: u64,
-    /// Run QEMU as this user after setup (`-runas`); `None` keeps root. Ignored when
-    /// `uid_base` is set.
-    pub runas: Option<String>,
-    /// Each VM's QEMU drops to a uid of its own, `uid_base + n` (gid the same), once its
-    /// devices are open, so no two VMs' QEMUs share an identity.
-    pub uid_base: Option<u32>,
-    /// Keep each VM's serial console in `<dir>/console.log`.
-    pub console_log: bool,
-    /// cgroup parent group name for the QEMU processes.
-    pub cgroup_parent: String,
-    /// Networking (used when the engine starts its own [`Network`]).
-    pub net: NetConfig,
-    /// Nameservers written to every guest's resolv.conf (empty: leave the image's).
-    pub dns: Vec<String>,
-    /// How long create waits for lohar to answer (boot under TCG takes seconds).
-    pub ready_timeout: Duration,
-}
-
-/// The module directory that belongs to `kernel`: for `<root>/boot/vmlinuz-<ver>`,
-/// `<root>/lib/modules/<ver>` if it exists (a kernel package unpacked anywhere), else
-/// `/lib/modules/<ver>`.
-pub fn modules_dir_for(kernel: &Path) -> Option<PathBuf> {
-    let name = kernel.file_name()?.to_str()?;
-    let ver = name.strip_prefix("vmlinuz-")?;
-    let beside = kernel.parent()?.parent()?.join("lib/modules").join(ver);
-    if beside.join("modules.dep").is_file() {
-        return Some(beside);
-    }
-    Some(Path::new("/lib/modules").join(ver))
-}
-
-/// The guest kernel to use when none is configured: the newest Debian cloud kernel installed
-/// in `/boot`, else one unpacked by `scripts/vm-kernel` under `extra_dirs` (e.g.
-/// `<data_dir>/vm/kernel`, `/var/tmp/bhatti-vm-kernel`).
-pub fn find_kernel(extra_dirs: &[PathBuf]) -> Option<PathBuf> {
-    let newest = |dir: &Path| -> Option<PathBuf> {
-        let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-            .ok()?
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| {
-                p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with("vmlinuz-") && n.ends_with("-cloud-amd64"))
-            })
-            .collect();
-        v.sort();
-        v.pop()
-    };
-    std::iter::once(PathBuf::from("/boot"))
-        .chain(extra_dirs.iter().map(|d| d.join("boot")))
-        .find_map(|d| newest(&d))
-}
-
-/// Deletes the cached initramfs files of earlier lohar or kernel versions, except those a VM
-/// still names in its `vm.json` (a cold VM must restore with the initramfs it booted).
-fn remove_unused_initramfs(cache_dir: &Path, current: &Path, sandboxes_dir: &Path) {
-    let mut used: HashSet<PathBuf> = HashSet::from([current.to_path_buf()]);
-    if let Ok(rd) = std::fs::read_dir(sandboxes_dir) {
-        for e in rd.flatten() {
-            let meta = std::fs::read(e.path().join(META_FILE))
-                .ok()
-                .and_then(|b| serde_json::from_slice::<VmMeta>(&b).ok());
-            if let Some(m) = meta {
-                used.insert(m.initrd);
-            }
-        }
-    }
-    let Ok(rd) = std::fs::read_dir(cache_dir) else {
-        return;
-    };
-    for e in rd.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if name.starts_with("initramfs-") && name.ends_with(".cpio") && !used.contains(&e.path()) {
-            tracing::debug!(path = %e.path().display(), "removing unused initramfs");
-            let _ = std::fs::remove_file(e.path());
-        }
-    }
-}
-
-/// Deletes base disks of images since rebuilt or removed, unless an overlay still sits on one.
-fn remove_unused_bases(cfg: &VmConfig, images: &ImageStore) {
-    let cache = cfg.cache_dir.join("images");
-    let mut keep: HashSet<PathBuf> = images
-        .list()
-        .into_iter()
-        .filter_map(|i| {
-            let json = std::fs::read(images.root().join(&i.name).join("image.json")).ok()?;
-            Some(disk::base_path(&cache, &i.name, &json, cfg.disk_size_mb))
-        })
-        .collect();
-    if let Ok(rd) = std::fs::read_dir(&cfg.sandboxes_dir) {
-        for e in rd.flatten() {
-            let meta = std::fs::read(e.path().join(META_FILE))
-                .ok()
-                .and_then(|b| serde_json::from_slice::<VmMeta>(&b).ok());
-            if let Some(m) = meta {
-                keep.insert(m.base);
-            }
-        }
-    }
-    disk::remove_unused_bases(&cache, &keep);
-}
 
 /// The engine's record of one VM (`vm.json` in its directory; also `Created::meta`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -218,14 +88,14 @@ pub struct VmEngine {
 const IDLE_ALLOWANCE_TCG: f64 = 0.05;
 const IDLE_ALLOWANCE_KVM: f64 = 0.01;
 
-fn unavailable(reason: impl Into<String>) -> EngineError {
+pub(super) fn unavailable(reason: impl Into<String>) -> EngineError {
     EngineError::Unavailable {
         engine: "vm".into(),
         reason: reason.into(),
     }
 }
 
-const META_FILE: &str = "vm.json";
+pub(super) const META_FILE: &str = "vm.json";
 const OVERLAY: &str = "root.qcow2";
 const CONFIG_DISK: &str = "config.img";
 const SNAPSHOT: &str = "memory.snap";
@@ -239,36 +109,6 @@ pub fn mac_for(id: &str) -> String {
     let b = id.as_bytes();
     let hx = |i: usize| std::str::from_utf8(&b[i..i + 2]).unwrap_or("00");
     format!("52:54:00:{}:{}:{}", hx(0), hx(2), hx(4))
-}
-
-/// Checks what the engine needs from the host; the error says what is missing.
-pub fn check_host(cfg: &VmConfig) -> Result<(), EngineError> {
-    if !nix::unistd::geteuid().is_root() {
-        return Err(unavailable("bhatti serve must run as root"));
-    }
-    if !cfg.qemu.is_file() {
-        return Err(unavailable(format!(
-            "QEMU not found at {} (apt install qemu-system-x86 qemu-utils)",
-            cfg.qemu.display()
-        )));
-    }
-    if !cfg.kernel.is_file() {
-        return Err(unavailable(format!(
-            "guest kernel not found at {} (apt install linux-image-cloud-amd64, or \
-             ./scripts/vm-kernel, and set vm.kernel)",
-            cfg.kernel.display()
-        )));
-    }
-    if !cfg.lohar.is_file() {
-        return Err(unavailable(format!(
-            "lohar binary not found at {}",
-            cfg.lohar.display()
-        )));
-    }
-    if !Path::new("/dev/net/tun").exists() {
-        return Err(unavailable("/dev/net/tun is missing (modprobe tun)"));
-    }
-    Ok(())
 }
 
 impl VmEngine {
@@ -994,237 +834,14 @@ impl Engine for VmEngine {
     }
 }
 
-impl VmEngine {
-    async fn recover_all(
-        &self,
-        sandboxes: Vec<SandboxSpec>,
-    ) -> Vec<(String, Result<Created, EngineError>)> {
-        let wanted: HashSet<String> = sandboxes.iter().map(|s| s.id.clone()).collect();
-        // A crashed daemon's leftovers: VM directories nobody asked for.
-        if let Ok(rd) = std::fs::read_dir(&self.cfg.sandboxes_dir) {
-            for e in rd.flatten() {
-                let id = e.file_name().to_string_lossy().into_owned();
-                // A stopped VM is not running, so the server does not list it; its
-                // directory (the user's files) stays for `start`.
-                let stopped = e.path().join(STOPPED_MARKER).exists();
-                if stopped && e.path().join(COLD_MARKER).exists() {
-                    // A stopped VM whose memory is on disk keeps its address and TAP (the
-                    // saved guest has them configured): claimed before any reconcile.
-                    if let Some(m) = self.load_meta(&id) {
-                        if let Err(err) = self.net.adopt(m.subnet_index, &id, m.ip).await {
-                            tracing::warn!(sandbox = %id, error = %err, "cannot keep a stopped VM's address; it boots afresh at start");
-                        }
-                    }
-                }
-                if valid_key(&id) && !wanted.contains(&id) && !stopped {
-                    let meta = self.load_meta(&id);
-                    tracing::info!(sandbox = %id, "removing orphaned VM");
-                    self.teardown(&id, meta.as_ref().map(|m| m.subnet_index), true)
-                        .await;
-                    self.release_uid(meta.and_then(|m| m.uid));
-                }
-            }
-        }
-        let mut live = Vec::new();
-        let mut adopt = Vec::new();
-        let mut cold = Vec::new();
-        let mut dead = Vec::new();
-        for spec in sandboxes {
-            let meta = self.load_meta(&spec.id);
-            let stopped = self.dir(&spec.id).join(STOPPED_MARKER).exists();
-            match meta {
-                Some(m) if self.vmm.pid(&self.dir(&spec.id)).is_some() => {
-                    live.push((m.subnet_index, spec.id.clone(), m.ip));
-                    adopt.push((spec, m));
-                }
-                Some(m) if self.is_cold(&spec.id) => cold.push((spec, m)),
-                Some(m) if stopped => dead.push((spec, Some(m), true)),
-                m => dead.push((spec, m, false)),
-            }
-        }
-        if self.own_net {
-            if let Err(e) = self.net.reconcile(&live).await {
-                tracing::warn!(error = %e, "network reconcile failed");
-            }
-        } else {
-            for (s, id, ip) in &live {
-                if let Err(e) = self.net.adopt(*s, id, *ip).await {
-                    tracing::warn!(sandbox = %id, error = %e, "reserving a live VM's address failed");
-                }
-            }
-        }
-        let mut out = Vec::new();
-        for (spec, m) in adopt {
-            let cg = match self.cgroups.open(&spec.id) {
-                Some(c) => c,
-                None => match self.cgroups.create(&spec.id, &self.limits(&m)) {
-                    Ok(c) => c,
-                    Err(e) => {
-                        out.push((spec.id.clone(), Err(io("recreate cgroup", e))));
-                        continue;
-                    }
-                },
-            };
-            if let Some(pid) = self.vmm.pid(&self.dir(&spec.id)) {
-                let _ = cg.add_pid(pid);
-            }
-            self.sandboxes
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(
-                    spec.id.clone(),
-                    Arc::new(Running {
-                        meta: m.clone(),
-                        token: spec.agent_token.clone(),
-                        cgroup: cg,
-                    }),
-                );
-            tracing::info!(sandbox = %spec.id, "re-attached to running VM");
-            out.push((
-                spec.id.clone(),
-                Ok(Created {
-                    engine_id: spec.id.clone(),
-                    ip: Some(m.ip),
-                    meta: serde_json::to_value(&m).unwrap_or_default(),
-                }),
-            ));
-        }
-        for (spec, m) in cold {
-            // A cold VM keeps its address; its TAP is (re)made now so the wake finds it.
-            let r = async {
-                // A cold VM's (empty) cgroup survives a daemon restart; a host reboot does not.
-                let cg = match self.cgroups.open(&spec.id) {
-                    Some(c) => c,
-                    None => self
-                        .cgroups
-                        .create(&spec.id, &self.limits(&m))
-                        .map_err(|e| io("create cgroup", e))?,
-                };
-                self.net
-                    .attach_tap(m.subnet_index, &spec.id, Some(m.ip))
-                    .await
-                    .map_err(|e| io("attach network", e))?;
-                self.sandboxes
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(
-                        spec.id.clone(),
-                        Arc::new(Running {
-                            meta: m.clone(),
-                            token: spec.agent_token.clone(),
-                            cgroup: cg,
-                        }),
-                    );
-                Ok(Created {
-                    engine_id: spec.id.clone(),
-                    ip: Some(m.ip),
-                    meta: serde_json::to_value(&m).unwrap_or_default(),
-                })
-            }
-            .await;
-            out.push((spec.id.clone(), r));
-        }
-        for (spec, m, stopped) in dead {
-            if stopped {
-                // Stays stopped; its directory is kept for `start`.
-                out.push((
-                    spec.id.clone(),
-                    Err(EngineError::NotSupported {
-                        engine: "vm",
-                        what: "recovering a stopped sandbox (start it)",
-                    }),
-                ));
-                continue;
-            }
-            let r = match m {
-                Some(m) => {
-                    let want = self
-                        .net
-                        .ip_available(spec.subnet_index, &spec.id, m.ip)
-                        .then_some(m.ip);
-                    self.teardown(&spec.id, None, false).await;
-                    let r = self.boot(&spec, m, want).await;
-                    if r.is_err() {
-                        self.teardown(&spec.id, Some(spec.subnet_index), false)
-                            .await;
-                    }
-                    r
-                }
-                None => Err(EngineError::NotFound(spec.id.clone())),
-            };
-            out.push((spec.id.clone(), r));
-        }
-        out
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn unused_initramfs_removed_used_kept() {
-        let d = tempfile::tempdir().unwrap();
-        let cache = d.path().join("cache");
-        let sbx = d.path().join("sandboxes");
-        std::fs::create_dir_all(&cache).unwrap();
-        std::fs::create_dir_all(sbx.join("0123456789abcdef")).unwrap();
-        for n in [
-            "initramfs-a.cpio",
-            "initramfs-b.cpio",
-            "initramfs-c.cpio",
-            "other",
-        ] {
-            std::fs::write(cache.join(n), b"x").unwrap();
-        }
-        let meta = VmMeta {
-            subnet_index: 1,
-            ip: Ipv4Addr::new(10, 0, 1, 2),
-            mac: "52:54:00:01:23:45".into(),
-            image: "tiny".into(),
-            base: "/b".into(),
-            vcpus: 1,
-            memory_mb: 256,
-            cpus: 1.0,
-            accel: Accel::Tcg,
-            kernel: "/k".into(),
-            initrd: cache.join("initramfs-b.cpio"),
-            uid: None,
-        };
-        std::fs::write(
-            sbx.join("0123456789abcdef").join(META_FILE),
-            serde_json::to_vec(&meta).unwrap(),
-        )
-        .unwrap();
-        remove_unused_initramfs(&cache, &cache.join("initramfs-c.cpio"), &sbx);
-        assert!(!cache.join("initramfs-a.cpio").exists());
-        assert!(
-            cache.join("initramfs-b.cpio").exists(),
-            "a VM still uses it"
-        );
-        assert!(cache.join("initramfs-c.cpio").exists(), "current");
-        assert!(cache.join("other").exists());
-    }
 
     #[test]
     fn macs_and_keys() {
         assert_eq!(mac_for("0123456789abcdef"), "52:54:00:01:23:45");
         assert!(valid_key("0123456789abcdef"));
         assert!(!valid_key("../x"));
-    }
-
-    #[test]
-    fn modules_dir_beside_kernel() {
-        let d = tempfile::tempdir().unwrap();
-        let m = d.path().join("lib/modules/6.1.0-9-cloud-amd64");
-        std::fs::create_dir_all(&m).unwrap();
-        std::fs::write(m.join("modules.dep"), "").unwrap();
-        let k = d.path().join("boot/vmlinuz-6.1.0-9-cloud-amd64");
-        assert_eq!(modules_dir_for(&k), Some(m));
-        assert_eq!(
-            modules_dir_for(Path::new("/boot/vmlinuz-6.1.0-1-amd64")),
-            Some(PathBuf::from("/lib/modules/6.1.0-1-amd64"))
-        );
-        assert_eq!(modules_dir_for(Path::new("/x/bzImage")), None);
     }
 }

@@ -7,17 +7,23 @@
 //! the virtio modules, mounts the root disk, `switch_root`s and stays PID 1. See
 //! docs/ARCHITECTURE.md ("The vm engine").
 //!
+//! * `engine` — [`VmEngine`] and its operations; `recover.rs` — recovery after a daemon restart.
+//! * `config` — [`VmConfig`], finding the kernel and its modules, [`check_host`]; `cache` —
+//!   sweeps of unused initramfs files and base disks.
 //! * [`vmm`] — the [`vmm::Vmm`] trait and the QEMU driver; [`qmp`] — its control socket.
 //! * [`initramfs`] — cpio writer, `modules.dep` resolution, the cached initramfs.
 //! * [`disk`] — base ext4, qcow2 overlays, the config disk.
 
+mod cache;
+mod config;
 pub mod disk;
 mod engine;
 pub mod initramfs;
 pub mod qmp;
 pub mod vmm;
 
-pub use engine::{check_host, find_kernel, mac_for, modules_dir_for, VmConfig, VmEngine, VmMeta};
+pub use config::{check_host, find_kernel, modules_dir_for, VmConfig};
+pub use engine::{mac_for, VmEngine, VmMeta};
 pub use vmm::{probe_kvm, Accel};
 
 /// Alive and not a zombie.
