@@ -75,12 +75,7 @@ pub(crate) async fn require_link(
 
 /// Deletes interface `name`; returns whether it existed.
 pub(crate) async fn delete_link(handle: &Handle, name: &str) -> Result<bool, NetError> {
-    let msg = LinkUnspec::new_with_name(name).build();
-    match handle.link().del_with_message(msg).execute().await {
-        Ok(()) => Ok(true),
-        Err(e) if is_errno(&e, ENODEV) => Ok(false),
-        Err(e) => Err(nl_err("delete interface", name)(e)),
-    }
+    delete(handle, LinkUnspec::new_with_name(name).build(), name).await
 }
 
 /// Deletes interface `index` (`name` is for messages); returns whether it existed. By index,
@@ -90,7 +85,10 @@ pub(crate) async fn delete_link_index(
     index: u32,
     name: &str,
 ) -> Result<bool, NetError> {
-    let msg = LinkUnspec::new_with_index(index).build();
+    delete(handle, LinkUnspec::new_with_index(index).build(), name).await
+}
+
+async fn delete(handle: &Handle, msg: LinkMessage, name: &str) -> Result<bool, NetError> {
     match handle.link().del_with_message(msg).execute().await {
         Ok(()) => Ok(true),
         Err(e) if is_errno(&e, ENODEV) => Ok(false),

@@ -345,6 +345,13 @@ impl Network {
         Ok(())
     }
 
+    /// The user whose bridge `name` is, if it is one of ours (`<prefix><n>`).
+    fn user_of_bridge(&self, name: &str) -> Option<u32> {
+        name.strip_prefix(self.inner.config.bridge_prefix.as_str())?
+            .parse()
+            .ok()
+    }
+
     /// Deletes user `subnet_index`'s bridge if no sandbox of theirs uses it (and, for `timer`,
     /// if no later detach started another one); whether it did.
     async fn remove_idle_bridge(
@@ -448,14 +455,13 @@ impl Network {
         if !self.settle(std::time::Duration::from_secs(10)).await {
             tracing::warn!("interface deletions still running after 10 s");
         }
-        let prefix = self.inner.config.bridge_prefix.as_str();
         let links = netlink::list_links(&self.inner.handle).await?;
         let with_ports: HashSet<u32> = links.iter().filter_map(|l| l.controller).collect();
         let mut removed = Vec::new();
         for link in links {
             let user: Option<u32> = match link.kind {
                 Kind::Bridge if !with_ports.contains(&link.index) => {
-                    link.name.strip_prefix(prefix).and_then(|n| n.parse().ok())
+                    self.user_of_bridge(&link.name)
                 }
                 _ => None,
             };
@@ -592,9 +598,6 @@ impl Network {
         self.reserve_into(live, &mut live_veths, &mut live_users, &mut report);
         live_veths.extend(self.state().veths.keys().cloned());
 
-        let user_of_bridge = |name: &str| -> Option<u32> {
-            name.strip_prefix(cfg.bridge_prefix.as_str())?.parse().ok()
-        };
         for link in netlink::list_links(handle).await? {
             match link.kind {
                 Kind::Veth | Kind::Tun
@@ -606,7 +609,7 @@ impl Network {
                         report.deleted_veths.push(link.name);
                     }
                 }
-                Kind::Bridge => match user_of_bridge(&link.name) {
+                Kind::Bridge => match self.user_of_bridge(&link.name) {
                     Some(n) if live_users.contains(&n) || self.with_ipam(|i| i.in_use(n) > 0) => {}
                     Some(_) => {
                         self.remove_bridge(&link.name).await?;

@@ -43,6 +43,18 @@ pub(crate) async fn open(
     Ok((row, bhatti_engine::agent::AgentClient::new(endpoint), busy))
 }
 
+/// Awaits an agent operation on `row`; a failure is mapped by [`failed`].
+pub(crate) async fn checked<T>(
+    st: &AppState,
+    row: &SandboxRow,
+    op: impl std::future::Future<Output = Result<T, bhatti_engine::agent::AgentError>>,
+) -> Result<T, ServiceError> {
+    match op.await {
+        Ok(v) => Ok(v),
+        Err(e) => Err(failed(st, row, e).await),
+    }
+}
+
 /// The error for an agent operation on `row` that failed. When lohar could not be reached or
 /// the connection broke, and the engine says the sandbox is gone (its processes all ended), the
 /// record says so from now on and the caller gets 409 "not running" rather than a gateway

@@ -120,10 +120,7 @@ pub async fn exec(
     let plan = plan(req)?;
     let (row, agent, busy) = agent::open(st, user, id_or_name).await?;
     if plan.detach {
-        let r = match agent.exec_detached(&plan.req).await {
-            Ok(r) => r,
-            Err(e) => return Err(agent::failed(st, &row, e).await),
-        };
+        let r = agent::checked(st, &row, agent.exec_detached(&plan.req)).await?;
         return Ok(ExecOutcome::Detached(ExecResult {
             pid: Some(r.pid),
             output_file: Some(r.output_file),
@@ -132,10 +129,7 @@ pub async fn exec(
         }));
     }
     // Connect before answering, so that failures still get a proper status.
-    let ch = match agent.exec_stream(&plan.req).await {
-        Ok(ch) => ch,
-        Err(e) => return Err(agent::failed(st, &row, e).await),
-    };
+    let ch = agent::checked(st, &row, agent.exec_stream(&plan.req)).await?;
     let (tx, rx) = mpsc::channel(64);
     // A running exec keeps the sandbox hot even when it is quiet (lohar only counts its start).
     tokio::spawn(async move {

@@ -113,10 +113,7 @@ pub async fn read(
         max_bytes: q.max_bytes,
     };
     let line_mode = req.line_mode();
-    let reader = match agent.read_file(&req).await {
-        Ok(r) => r,
-        Err(e) => return Err(agent::failed(st, &row, e).await),
-    };
+    let reader = agent::checked(st, &row, agent.read_file(&req)).await?;
     Ok(FileDownload {
         size: reader.header.size,
         line_mode,
@@ -134,10 +131,7 @@ pub async fn stat(
 ) -> Result<FileInfo, ServiceError> {
     let path = require_path(q)?.to_string();
     let (row, agent, _busy) = agent::open(st, user, id_or_name).await?;
-    match agent.stat(&path).await {
-        Ok(info) => Ok(info),
-        Err(e) => Err(agent::failed(st, &row, e).await),
-    }
+    agent::checked(st, &row, agent.stat(&path)).await
 }
 
 /// Lists a directory (capped at 10 000 entries plus a sentinel entry).
@@ -149,11 +143,8 @@ pub async fn ls(
 ) -> Result<Vec<FileEntry>, ServiceError> {
     let path = require_path(q)?.to_string();
     let (row, agent, _busy) = agent::open(st, user, id_or_name).await?;
-    let entries = match agent.ls(&path).await {
-        Ok(v) => v,
-        Err(e) => return Err(agent::failed(st, &row, e).await),
-    };
-    Ok(entries
+    Ok(agent::checked(st, &row, agent.ls(&path))
+        .await?
         .into_iter()
         .map(|f| FileEntry {
             name: f.name,
