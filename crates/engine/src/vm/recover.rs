@@ -4,14 +4,36 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use crate::cgroups::Cgroup;
 use crate::error::io;
 use crate::sandbox_dir::valid_key;
 use crate::spec::{Created, SandboxSpec};
 use crate::EngineError;
 
-use super::{Running, VmEngine, COLD_MARKER, STOPPED_MARKER};
+use super::{Running, VmEngine, VmMeta, COLD_MARKER, STOPPED_MARKER};
 
 impl VmEngine {
+    /// Registers a VM re-adopted after a restart (running, or cold and ready to wake) and what
+    /// recovery reports for it.
+    fn readopt(&self, spec: &SandboxSpec, m: &VmMeta, cgroup: Cgroup) -> Created {
+        self.sandboxes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(
+                spec.id.clone(),
+                Arc::new(Running {
+                    meta: m.clone(),
+                    token: spec.agent_token.clone(),
+                    cgroup,
+                }),
+            );
+        Created {
+            engine_id: spec.id.clone(),
+            ip: Some(m.ip),
+            meta: serde_json::to_value(m).unwrap_or_default(),
+        }
+    }
+
     /// Adopts, wakes or reboots the sandboxes the server still has, and removes the rest.
     pub(super) async fn recover_all(
         &self,
@@ -86,26 +108,9 @@ impl VmEngine {
             if let Some(pid) = self.vmm.pid(&self.dir(&spec.id)) {
                 let _ = cg.add_pid(pid);
             }
-            self.sandboxes
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(
-                    spec.id.clone(),
-                    Arc::new(Running {
-                        meta: m.clone(),
-                        token: spec.agent_token.clone(),
-                        cgroup: cg,
-                    }),
-                );
+            let created = self.readopt(&spec, &m, cg);
             tracing::info!(sandbox = %spec.id, "re-attached to running VM");
-            out.push((
-                spec.id.clone(),
-                Ok(Created {
-                    engine_id: spec.id.clone(),
-                    ip: Some(m.ip),
-                    meta: serde_json::to_value(&m).unwrap_or_default(),
-                }),
-            ));
+            out.push((spec.id.clone(), Ok(created)));
         }
         for (spec, m) in cold {
             // A cold VM keeps its address; its TAP is (re)made now so the wake finds it.
@@ -122,22 +127,7 @@ impl VmEngine {
                     .attach_tap(m.subnet_index, &spec.id, Some(m.ip))
                     .await
                     .map_err(|e| io("attach network", e))?;
-                self.sandboxes
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(
-                        spec.id.clone(),
-                        Arc::new(Running {
-                            meta: m.clone(),
-                            token: spec.agent_token.clone(),
-                            cgroup: cg,
-                        }),
-                    );
-                Ok(Created {
-                    engine_id: spec.id.clone(),
-                    ip: Some(m.ip),
-                    meta: serde_json::to_value(&m).unwrap_or_default(),
-                })
+                Ok(self.readopt(&spec, &m, cg))
             }
             .await;
             out.push((spec.id.clone(), r));
