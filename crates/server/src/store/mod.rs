@@ -75,6 +75,11 @@ impl Store {
         let mut conn = Connection::open(path).map_err(open_err)?;
         conn.busy_timeout(Duration::from_secs(5))
             .map_err(open_err)?;
+        // The daemon and DB-direct commands (`bhatti user …`) share the file. A deferred
+        // transaction that reads and then writes while the other holds the write lock fails at
+        // once with "database is locked": SQLite skips the busy handler there, as waiting
+        // could deadlock. Taking the write lock at BEGIN lets the busy timeout apply.
+        conn.set_transaction_behavior(rusqlite::TransactionBehavior::Immediate);
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(open_err)?;
         // NORMAL is durable across application crashes in WAL mode (only an OS crash can lose
@@ -135,5 +140,40 @@ mod tests {
             .with(|c| Ok(c.query_row("PRAGMA user_version", [], |r| r.get(0))?))
             .unwrap();
         assert_eq!(v, migrations::latest());
+    }
+
+    /// A read-then-write transaction on one handle while another handle holds the write lock
+    /// waits for it (as `bhatti user create` does against a busy daemon) instead of failing
+    /// with "database is locked".
+    #[test]
+    fn read_then_write_waits_for_another_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("state.db");
+        let a = Store::open(&p).unwrap();
+        let b = Store::open(&p).unwrap();
+        a.with(|c| Ok(c.execute("CREATE TABLE t (x INTEGER)", [])?))
+            .unwrap();
+        let (held, release) = std::sync::mpsc::channel();
+        let writer = std::thread::spawn(move || {
+            a.with(|c| {
+                let tx = c.transaction()?;
+                tx.execute("INSERT INTO t VALUES (1)", [])?;
+                held.send(()).unwrap();
+                std::thread::sleep(Duration::from_millis(300));
+                Ok(tx.commit()?)
+            })
+        });
+        release.recv().unwrap();
+        let n: i64 = b
+            .with(|c| {
+                let tx = c.transaction()?;
+                let n: i64 = tx.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?;
+                tx.execute("INSERT INTO t VALUES (2)", [])?;
+                tx.commit()?;
+                Ok(n)
+            })
+            .expect("waited for the other writer");
+        writer.join().unwrap().unwrap();
+        assert_eq!(n, 1, "saw the other writer's committed row");
     }
 }
